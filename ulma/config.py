@@ -30,6 +30,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     # data
+    data_dir: str | None = None  # local data root; `fixtures` = the project's test fixtures; None: $ULMA_DATA_DIR, else the hub
     train_split: str = "train"  # train | test | mini_train | mini_test
     max_train_examples: int | None = None  # source examples (HH pairs, QA questions) used; every view row of them (None: all)
     max_prompt_length: int = 512  # prompt tokens kept, cut from the start so the last user turn survives
