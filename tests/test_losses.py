@@ -363,13 +363,14 @@ def test_registry():
         "pointwise_dpo": ("pointwise", "all", "mean"), "ulma": ("pointwise", "negatives", "mean"),
         "positive_dpo": ("pointwise", "positives", "mean"), "negative_dpo": ("pointwise", "negatives", "mean"),
         "unlikelihood": ("pointwise", "none", "mean"), "kto": ("pointwise", "all", "sum"),
+        "negative_unlikelihood": ("pointwise", "none", "mean"),
     }
     assert set(METHODS) == set(table)
     for name, (kind, reference, reduction) in table.items():
         m = get_method(name)
         assert (m.name, m.data_kind, m.reference, m.logp_reduction) == (name, kind, reference, reduction)
         assert m.needs_kl_pairs == (name == "kto")
-        assert m.needs_log1m_for({"variant": "token"}) == (name == "unlikelihood")
+        assert m.needs_log1m_for({"variant": "token"}) == (name in ("unlikelihood", "negative_unlikelihood"))
         assert not m.needs_log1m_for({"variant": "ascent"}) and not m.needs_log1m_for({})
     with pytest.raises(Exception):
         get_method("ulma").name = "x"  # frozen
@@ -384,3 +385,19 @@ def test_every_method_returns_loss_output_with_detached_metrics():
             out = pointwise_call(name, pol, t(*REFERENCE), t(*LABELS))
         assert isinstance(out, LossOutput) and out.loss.dim() == 0 and out.loss.requires_grad
         assert all(v.dim() == 0 and not v.requires_grad for v in out.metrics.values())
+
+
+def test_negative_unlikelihood_uses_only_negatives():
+    from ulma import losses
+
+    # labels [1, 0, 0]: the positive is ignored; class_mean over the two negatives of +ℓ_θ
+    policy = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
+    out = losses.negative_unlikelihood_loss(policy, None, torch.tensor([1.0, 0.0, 0.0]))
+    assert out.loss.item() == pytest.approx((-2.0 + -3.0) / 2)
+    out.loss.backward()
+    assert policy.grad.tolist() == pytest.approx([0.0, 0.5, 0.5])  # constant weight: nothing stops it
+    log1m = torch.tensor([-0.1, -0.2, -0.4])
+    token = losses.negative_unlikelihood_loss(torch.tensor([-1.0, -2.0, -3.0]), None, torch.tensor([1.0, 0.0, 0.0]),
+                                              variant="token", policy_log1m=log1m)
+    assert token.loss.item() == pytest.approx((0.2 + 0.4) / 2)
+    assert losses.get_method("negative_unlikelihood").reference == "none"

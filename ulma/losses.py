@@ -248,6 +248,20 @@ def unlikelihood_loss(policy_logps, reference_logps, labels, *, beta=0.1, c=0.0,
                       positive_threshold=positive_threshold, policy_log1m=policy_log1m)
 
 
+def negative_unlikelihood_loss(policy_logps, reference_logps, labels, *, beta=0.1, c=0.0, aggregation="class_mean",
+                               continuous="mse", positive_threshold=1.0, variant="ascent",
+                               policy_log1m=None) -> LossOutput:
+    """Ablation: the negative half of the unlikelihood baseline (+ℓ_θ, or −`policy_log1m` for
+    `variant="token"`) on the non-positives; positives unused. The counterpart of `negative_dpo_loss`:
+    the same samples, an unbounded instead of a vanishing gradient weight. Shapes: (B,)."""
+    _check_choice("variant", variant, UNLIKELIHOOD_VARIANTS)
+    if variant == "token" and policy_log1m is None:
+        raise ValueError("policy_log1m is required for variant='token' (sequence_logps(..., return_log1m=True))")
+    return _pointwise(policy_logps, reference_logps, labels, positive=None, negative=variant, reference_rows="none",
+                      beta=beta, c=c, aggregation=aggregation, continuous=continuous,
+                      positive_threshold=positive_threshold, policy_log1m=policy_log1m)
+
+
 def kto_loss(policy_logps, reference_logps, labels, *, beta=0.1, c=0.0, aggregation="class_mean", continuous="mse",
              positive_threshold=1.0, policy_kl_logps=None, reference_kl_logps=None, desirable_weight=1.0,
              undesirable_weight=1.0) -> LossOutput:
@@ -339,6 +353,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("positive_dpo", positive_dpo_loss, "pointwise", "positives", "mean"),
     Method("negative_dpo", negative_dpo_loss, "pointwise", "negatives", "mean"),
     Method("unlikelihood", unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True),
+    Method("negative_unlikelihood", negative_unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True),
     Method("kto", kto_loss, "pointwise", "all", "sum", needs_kl_pairs=True),
 )}
 
