@@ -1,0 +1,91 @@
+"""`python -m ulma`: the train command, and one clear error line (exit 2) for bad input before any model loads."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ulma import cli, models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from more, and a shared CPU loses a lot
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_model_and_tokenizer", refuse)
+
+
+def _train_args(tmp_path, *extra: str) -> list[str]:
+    return ["train", "--profile", "tiny", "--output-dir", str(tmp_path / "run"), "--data-dir", "fixtures", *extra]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "nope", "--dataset", "hh"], "unknown method 'nope'"),
+    (["--method", "ulma", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--method", "dpo", "--dataset", "red_team"], "red_team has no pairwise view"),
+    (["--method", "ulma", "--dataset", "hh", "--set", "no_such_field=1"], "unknown config field"),
+    (["--method", "ulma", "--dataset", "hh", "--profile", "nope"], "unknown profile 'nope'"),
+    (["--method", "ulma", "--dataset", "hh", "--set", "reference=nope"], "reference must be one of"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, no_model, extra, message):
+    assert cli.main(_train_args(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_arguments_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--profile", "tiny"])
+    assert exit_info.value.code == 2
+    assert "--method" in capsys.readouterr().err
+
+
+def test_train_writes_a_run(tmp_path, capsys):
+    code = cli.main(_train_args(tmp_path, "--method", "ulma", "--dataset", "hh", "--set", "max_steps=2",
+                                "--set", "save_steps=1000", "--set", "data_options={on_bad_row: skip}"))
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.rindex("{\n"):])  # the last thing printed: the run's summary
+    assert summary["global_step"] == 2 and summary["output_dir"] == str(tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.json", "adapter", "tokenizer"):
+        assert (run / name).exists(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["max_steps"] == 2 and config["method"] == "ulma" and config["dataset"] == "hh"
+    assert json.loads((run / "metrics.json").read_text())["train"]["global_step"] == 2
+
+
+def test_module_entry_point(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ULMA_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "ulma", *_train_args(tmp_path, "--method", "nope", "--dataset", "hh")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: unknown method 'nope'")
+
+
+def test_help_lists_the_commands():
+    assert "train" in cli.build_parser().format_help()
