@@ -114,6 +114,7 @@ class ExperimentConfig:
     notebook_timeout: int = 3600  # seconds per notebook in `ulma reproduce`
     # per-method overrides of TrainConfig (the paper used 128 sequences per step for SFT, 64 otherwise)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweeps: dict[str, list[Any]] = field(default_factory=lambda: {"c": [0.0], "beta": [0.1]})  # 06_ablations: TrainConfig field -> values
 
 
 @dataclass
@@ -168,8 +169,21 @@ def _parse_assignments(assignments: list[str] | dict[str, Any]) -> dict[str, Any
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        out[key.strip()] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str) -> Any:
+    """A YAML scalar, with `1e-4` read as a float (YAML 1.1 wants `1.0e-4` and would give a string)."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _build(cls, values: dict[str, Any] | None, where: str):
