@@ -1,0 +1,299 @@
+"""Evaluation: perplexity, preference accuracy, batched greedy generation, evaluate_run on tiny runs."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import datasets
+import pytest
+import torch
+
+from ulma.batching import render_prompt, tokenize_dataset
+from ulma.evaluation import evaluate_run, generate, perplexity, preference_accuracy
+from ulma.judges import ScoreJudge
+from ulma.models import apply_lora, load_model_and_tokenizer
+
+PROMPTS = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "How do I bake bread at home?"}],
+    [{"role": "user", "content": "Tell me a joke."}, {"role": "assistant", "content": "Why did the chicken cross?"},
+     {"role": "user", "content": "Why?"}],
+    [{"role": "user", "content": "What is the capital of France, and why is it famous?"}],
+    [{"role": "user", "content": "ok"}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = load_model_and_tokenizer("tiny")
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def lively():
+    """The tiny model with larger random weights: its greedy replies depend on the prompt (the default
+    initialisation repeats one token whatever the prompt, which would make generation tests vacuous)."""
+    from transformers import LlamaForCausalLM
+
+    from ulma.models import tiny_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = tiny_config(len(tokenizer))
+    config.initializer_range = 0.2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _tokenized(rows, tokenizer, view):
+    return tokenize_dataset(datasets.Dataset.from_list(rows), tokenizer, view, max_prompt_length=64,
+                            max_completion_length=32)
+
+
+def _hand_logp(model, prompt_ids, completion_ids, reduction="sum"):
+    """log π(completion | prompt) from one unpadded forward and a full log-softmax."""
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logp = model(input_ids=ids).logits[0, :-1].double().log_softmax(-1)
+    targets = ids[0, 1:]
+    token = logp.gather(1, targets[:, None])[:, 0][len(prompt_ids) - 1:]
+    return token.sum().item() if reduction == "sum" else token.mean().item(), len(completion_ids)
+
+
+# ---------------------------------------------------------------------------------------- perplexity
+def test_perplexity_is_exp_of_token_weighted_nll(tiny):
+    model, tokenizer = tiny
+    rows = [{"prompt": PROMPTS[0], "completion": "Hello there, friend."},
+            {"prompt": PROMPTS[2], "completion": "To get to the other side."}]
+    data = _tokenized(rows, tokenizer, "sft")
+    nll, tokens = 0.0, 0
+    for r in data:
+        lp, n = _hand_logp(model, r["prompt_ids"], r["completion_ids"])
+        nll, tokens = nll - lp, tokens + n
+    want = math.exp(nll / tokens)
+    assert perplexity(model, tokenizer, data, batch_size=2) == pytest.approx(want, rel=1e-5)  # padded batch
+    assert perplexity(model, tokenizer, data, batch_size=1) == pytest.approx(want, rel=1e-5)
+    # token-weighted, not a mean of per-row perplexities
+    per_row = [math.exp(-_hand_logp(model, r["prompt_ids"], r["completion_ids"])[0] / len(r["completion_ids"]))
+               for r in data]
+    assert want != pytest.approx(sum(per_row) / 2, rel=1e-3)
+
+
+def test_perplexity_needs_tokenized_rows(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="tokenize_dataset"):
+        perplexity(model, tokenizer, [{"prompt": PROMPTS[0], "completion": "x"}], batch_size=1)
+
+
+# ------------------------------------------------------------------------------- preference accuracy
+REPLIES = [("Sure thing.", "I refuse!"), ("zzzz qqqq", "The answer is four."), ("abc", "No way, no how.")]
+
+
+def _pairs(model, tokenizer, reference=None, reduction="mean", beta=0.1):
+    """Pairs ordered so that the chosen reply has the larger margin (hand-computed); their margins."""
+    rows, margins = [], []
+    for prompt, (a, b) in zip(PROMPTS, REPLIES):
+        tok = _tokenized([{"prompt": prompt, "chosen": a, "rejected": b}], tokenizer, "pairwise")[0]
+        la = _hand_logp(model, tok["prompt_ids"], tok["chosen_ids"], reduction)[0]
+        lb = _hand_logp(model, tok["prompt_ids"], tok["rejected_ids"], reduction)[0]
+        if reference is not None:
+            la -= _hand_logp(reference, tok["prompt_ids"], tok["chosen_ids"], reduction)[0]
+            lb -= _hand_logp(reference, tok["prompt_ids"], tok["rejected_ids"], reduction)[0]
+            la, lb = beta * la, beta * lb
+        chosen, rejected = (a, b) if la > lb else (b, a)
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        margins.append(abs(la - lb))
+    return rows, margins
+
+
+def _swap(rows):
+    return [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows]
+
+
+def test_preference_accuracy_by_likelihood_for_sft(tiny):
+    model, tokenizer = tiny
+    rows, margins = _pairs(model, tokenizer)
+    data = _tokenized(rows, tokenizer, "pairwise")
+    right = preference_accuracy(model, data, method="sft", reference=None, batch_size=2)
+    assert right["accuracy"] == 1.0 and right["ranking"] == "log_likelihood" and right["logp_reduction"] == "mean"
+    assert right["margin_mean"] == pytest.approx(sum(margins) / 3, rel=1e-4)
+    wrong = preference_accuracy(model, _tokenized(_swap(rows), tokenizer, "pairwise"), method="unlikelihood",
+                                reference=None, batch_size=3)
+    assert wrong["accuracy"] == 0.0 and wrong["margin_mean"] == pytest.approx(-right["margin_mean"], rel=1e-6)
+
+
+def test_preference_accuracy_by_implicit_reward(tiny):
+    model, tokenizer = tiny
+    reference, _ = load_model_and_tokenizer("tiny", seed=1)
+    rows, margins = _pairs(model, tokenizer, reference, reduction="sum", beta=0.5)
+    data = _tokenized(rows, tokenizer, "pairwise")
+    out = preference_accuracy(model, data, method="dpo", beta=0.5, reference=reference, batch_size=2)
+    assert out["accuracy"] == 1.0 and out["ranking"] == "implicit_reward" and out["logp_reduction"] == "sum"
+    assert out["margin_mean"] == pytest.approx(sum(margins) / 3, rel=1e-4)
+    swapped = preference_accuracy(model, _tokenized(_swap(rows), tokenizer, "pairwise"), method="dpo", beta=0.5,
+                                  reference=reference)
+    assert swapped["accuracy"] == 0.0
+    # the policy as its own reference: every margin is 0, every pair a tie worth one half
+    same = preference_accuracy(model, data, method="ulma", reference=model)
+    assert same["accuracy"] == 0.5 and same["ties"] == 3 and same["margin_mean"] == 0.0
+
+
+def test_preference_accuracy_with_adapters_disabled_as_reference(tiny):
+    _, tokenizer = tiny
+    base, _ = load_model_and_tokenizer("tiny")
+    policy = apply_lora(copy.deepcopy(base), r=4, alpha=8, dropout=0.0)
+    data = _tokenized(_pairs(base, tokenizer)[0], tokenizer, "pairwise")
+    fresh = preference_accuracy(policy, data, method="pointwise_dpo", reference="adapters")
+    assert fresh["accuracy"] == 0.5 and fresh["ties"] == 3  # fresh LoRA (B = 0) is the base model exactly
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    by_adapters = preference_accuracy(policy, data, method="kto", reference="adapters")
+    by_copy = preference_accuracy(policy, data, method="kto", reference=base)
+    assert by_adapters["margin_mean"] == pytest.approx(by_copy["margin_mean"], rel=1e-5, abs=1e-9)
+    assert by_adapters["margin_mean"] != 0.0
+
+
+def test_preference_accuracy_rejects_a_missing_reference(tiny):
+    model, tokenizer = tiny
+    data = _tokenized(_pairs(model, tokenizer)[0], tokenizer, "pairwise")
+    with pytest.raises(ValueError, match="needs a reference"):
+        preference_accuracy(model, data, method="dpo", reference=None)
+    with pytest.raises(ValueError, match="peft"):
+        preference_accuracy(model, data, method="dpo", reference="adapters")
+
+
+# ---------------------------------------------------------------------------------------- generation
+def test_generate_batched_equals_one_by_one_and_is_deterministic(lively):
+    model, tokenizer = lively
+    batched = generate(model, tokenizer, PROMPTS, max_new_tokens=10, batch_size=3, progress=False)
+    single = [generate(model, tokenizer, [p], max_new_tokens=10, batch_size=1, progress=False)[0] for p in PROMPTS]
+    assert batched == single
+    assert generate(model, tokenizer, PROMPTS, max_new_tokens=10, batch_size=5, progress=False) == batched
+    assert len(set(batched)) == len(PROMPTS)  # replies depend on the prompt
+
+
+def test_generate_left_pads_and_keeps_the_end_of_long_prompts(tiny, monkeypatch):
+    model, tokenizer = tiny
+    seen = []
+    real = model.generate
+
+    def spy(**kwargs):
+        seen.append({k: kwargs[k].clone() for k in ("input_ids", "attention_mask")})
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    long = [{"role": "user", "content": "blah " * 100}, {"role": "assistant", "content": "mm"},
+            {"role": "user", "content": "the last question?"}]
+    generate(model, tokenizer, [PROMPTS[0], long], max_new_tokens=3, batch_size=2, max_prompt_length=40,
+             progress=False)
+    ids, mask = seen[0]["input_ids"], seen[0]["attention_mask"]
+    assert ids.shape[1] <= 40 and mask[1].all()  # the long prompt is cut to at most 40 tokens
+    assert mask[0, 0] == 0 and mask[0, -1] == 1 and ids[0, 0] == tokenizer.pad_token_id  # left padding
+    text = tokenizer.decode(ids[1], skip_special_tokens=True)
+    assert text.endswith("Human: the last question?\n\nAssistant:")
+    assert render_prompt(long, tokenizer).endswith(text)
+
+
+def test_generate_stops_at_eos(lively):
+    model, tokenizer = lively
+    prompt_ids = tokenizer(render_prompt(PROMPTS[1], tokenizer))["input_ids"]
+    out = model.generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=12, do_sample=False)
+    tokens = out[0, len(prompt_ids):].tolist()
+    stop = tokens[3]
+    cut = tokens.index(stop)
+    assert cut > 0
+    model.generation_config.eos_token_id = stop  # pretend that token is the end of the turn
+    try:
+        reply = generate(model, tokenizer, [PROMPTS[1]], max_new_tokens=12, progress=False)[0]
+    finally:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    assert reply == tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
+    assert len(reply) < len(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+
+
+# --------------------------------------------------------------------------------------- evaluate_run
+class LengthJudge(ScoreJudge):
+    """A stand-in judge: score = reply length; says so in `info`."""
+
+    name = "length"
+
+    def __init__(self):
+        super().__init__()
+        self.info["accuracy"] = None
+
+    def score_batch(self, prompts, replies):
+        return [float(len(r)) for r in replies]
+
+
+def _hand_made_run(path, dataset, method, overrides=None):
+    """A run folder as DESIGN.md lays it out (config.json, adapter/, tokenizer/, metrics.json)."""
+    import dataclasses
+
+    from ulma.config import load_profile, train_config_for
+
+    profile = load_profile("tiny", overrides or {})
+    cfg = train_config_for(profile, method)
+    model, tokenizer = load_model_and_tokenizer("tiny")
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    model.save_pretrained(path / "adapter")
+    tokenizer.save_pretrained(path / "tokenizer")
+    (path / "config.json").write_text(json.dumps({"profile": profile.to_dict(), "method": method, "dataset": dataset,
+                                                  "data_dir": "fixtures", "train": dataclasses.asdict(cfg)}))
+    (path / "metrics.json").write_text(json.dumps({"train": {"loss": 1.0}, "other": 1}))
+    return path
+
+
+def _test_rows(dataset, split):
+    from ulma import data
+
+    return len(data.load(dataset, "sft", split, "fixtures", on_bad_row="skip"))
+
+
+def test_evaluate_run_on_a_hand_made_hh_run(tmp_path):
+    run = _hand_made_run(tmp_path, "hh", "ulma")
+    result = evaluate_run(run, judge=LengthJudge(), data_dir="fixtures", progress=False)
+    rows = _test_rows("hh", result["test_split"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"] == {"loss": 1.0} and metrics["other"] == 1  # other keys kept
+    assert metrics["eval"] == json.loads(json.dumps(result))
+    assert math.isfinite(result["perplexity"]) and result["perplexity"] > 1
+    assert result["perplexity_rows"] == min(16, rows)  # tiny: max_eval_samples 16
+    # fresh adapters = the reference: every implicit reward margin is 0
+    assert result["preference_accuracy"] == 0.5 and result["preference_ranking"] == "implicit_reward"
+    n = min(4, rows)  # tiny: num_generations 4
+    assert result["num_generations"] == n and result["wins"] + result["ties"] + result["losses"] == n
+    assert result["win_rate"] + result["tie_rate"] + result["lose_rate"] == pytest.approx(1.0)
+    lines = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+    assert len(lines) == n
+    assert set(lines[0]) >= {"prompt", "reference", "generation", "judge"}
+    assert lines[0]["judge"]["score"] == len(lines[0]["generation"])
+    assert lines[0]["judge"]["verdict"] in ("win", "tie", "lose")
+
+
+def test_evaluate_run_red_team_has_no_preference_accuracy(tmp_path):
+    run = _hand_made_run(tmp_path, "red_team", "ulma", {"eval.num_generations": 2})
+    result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    assert result["preference_accuracy"] is None and "pairwise" in result["preference_note"]
+    lines = (run / "generations.jsonl").read_text().splitlines()
+    rows = _test_rows("red_team", result["test_split"])
+    assert result["judge"] is None and result["num_generations"] == len(lines) == min(2, rows)
+    assert (result["perplexity"] is None) == (rows == 0)
+    assert all("judge" not in json.loads(line) for line in lines)
+
+
+@pytest.mark.slow
+def test_evaluate_run_on_a_trained_run(tmp_path, monkeypatch):
+    from ulma.trainer import train
+
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+    run = tmp_path / "run"
+    train("tiny", "sft", "hh", run, data_dir="fixtures")
+    result = evaluate_run(run, judge=LengthJudge(), progress=False)  # data dir from the profile: fixtures
+    assert result["preference_ranking"] == "log_likelihood" and 0.0 <= result["preference_accuracy"] <= 1.0
+    assert "train" in json.loads((run / "metrics.json").read_text())
