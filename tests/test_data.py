@@ -175,7 +175,7 @@ def test_red_team_splits_partition_the_file():
 # ------------------------------------------------------------------------------------ QA-feedback
 def test_qa_prompt_holds_question_and_passages():
     prompt = data.qa_prompt("Who won?", [["T", "T\n\nFirst  sentence.", "Second."], ["U", "Other."]])
-    assert prompt == "Who won?\n\nContext:\n[1] T: First sentence. Second.\n[2] U: Other."
+    assert prompt == "Context:\n[1] T: First sentence. Second.\n[2] U: Other.\n\nQuestion: Who won?"
     assert data.qa_prompt(" Who? ", []) == "Who?"
 
 
@@ -219,7 +219,7 @@ def test_qa_views_from_the_raw_fields():
     assert binary[0]["prompt"] == [{"role": "user", "content": q["question"]}]  # question 0 has no passages
     q1 = raw_qa("dev")[1]
     title, first = q1["passages"][0][:2]
-    assert sft[1]["prompt"][0]["content"] == f"{q1['question']}\n\nContext:\n[1] {title}: {first[len(title) + 2:]} {q1['passages'][0][2]}"
+    assert sft[1]["prompt"][0]["content"] == f"Context:\n[1] {title}: {first[len(title) + 2:]} {q1['passages'][0][2]}\n\nQuestion: {q1['question']}"
 
 
 def test_qa_empty_corrections_are_counted_not_errors():

@@ -76,6 +76,7 @@ class EvalConfig:
     generation_batch_size: int = 16
     judge: str | None = None  # llm | reward_model | minilm_harmlessness | None (no judge)
     judge_model: str | None = None  # reward model id/path for judge=reward_model
+    judge_options: dict[str, Any] = field(default_factory=dict)  # passed to the judge (max_train_pairs=... for the offline one)
 
 
 @dataclass

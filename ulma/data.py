@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import datasets
+from datasets.fingerprint import Hasher
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +268,9 @@ QA_COMPARISONS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
 
 
 def qa_prompt(question: str, passages: list[list[str]]) -> str:
-    """One user message: the question, then the passages as context (DATASETS.md, ours).
+    """One user message: the passages as context, then the question (DATASETS.md, ours).
 
+    The question comes last because long prompts are cut from the start: it must survive the cut.
     A passage is ``[title, sentence, ...]``; the first sentence often repeats the title followed by a
     blank line, which is dropped.
     """
@@ -283,7 +285,7 @@ def qa_prompt(question: str, passages: list[list[str]]) -> str:
         blocks.append(f"[{len(blocks) + 1}] {title}: {body}")
     if not blocks:
         return question.strip()
-    return question.strip() + "\n\nContext:\n" + "\n".join(blocks)
+    return "Context:\n" + "\n".join(blocks) + "\n\nQuestion: " + question.strip()
 
 
 def _parse_qa(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
@@ -526,6 +528,16 @@ def _read(name: str, split: str, data_dir) -> tuple[datasets.Dataset, str]:
         ) from err
 
 
+# The datasets cache keys a `map` by the mapped function's own code, not by the helpers it calls
+# (`qa_prompt`, `parse_transcript`): fold this module's source into every fingerprint so that a changed
+# parser never serves stale cached rows.
+_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _fingerprint(*parts: Any) -> str:
+    return Hasher.hash((_SOURCE_HASH, *parts))
+
+
 def _check(name: str, view: str, split: str, options: dict[str, Any]) -> dict[str, Any]:
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; valid: {sorted(SOURCES)}")
@@ -575,6 +587,7 @@ def load(
         remove_columns=raw.column_names,
         features=_PARSE_FEATURES[name],
         desc=f"parse {name} {split}",
+        new_fingerprint=_fingerprint(raw._fingerprint, name, "parse"),
     )
     report = LoadReport(name, view, split, location, opts["on_bad_row"], num_examples=len(parsed))
     errors = parsed["error"]
@@ -602,6 +615,7 @@ def load(
         remove_columns=parsed.column_names,
         features=VIEW_FEATURES[view],
         desc=f"{name} {view}",
+        new_fingerprint=_fingerprint(parsed._fingerprint, name, view, kwargs),
     )
     report.num_rows = len(out)
     return out
