@@ -89,3 +89,10 @@ def test_module_entry_point(tmp_path):
 
 def test_help_lists_the_commands():
     assert "train" in cli.build_parser().format_help()
+
+
+def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from ulma.cli import main
+
+    assert main(["evaluate", "--run", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err

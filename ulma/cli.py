@@ -76,6 +76,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- evaluate
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="a run folder written by `ulma train`")
+    parser.add_argument("--judge", default=None,
+                        help="minilm_harmlessness | reward_model | llm | none (default: the run's profile's judge)")
+    parser.add_argument("--data-dir", default=None,
+                        help="local data root; default $ULMA_DATA_DIR, then the run's profile's")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if not (Path(args.run) / "config.json").exists():
+        return _error(f"{args.run} is not a run folder (no config.json): train one with `python -m ulma train`")
+    from ulma.evaluation import evaluate_run
+    from ulma.judges import JUDGES
+
+    if args.judge not in (None, "none", *JUDGES):
+        return _error(f"unknown judge {args.judge!r}; known: {sorted(JUDGES)} or none")
+    metrics = evaluate_run(args.run, judge=args.judge, data_dir=args.data_dir)
+    summary = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+    print(json.dumps({"run": args.run, **summary}, indent=2, sort_keys=True, default=str))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ reproduce
 def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="mini", help="tiny | mini | paper | path to a profile YAML (default: mini)")
@@ -97,7 +122,8 @@ COMMANDS: list[Command] = [
     Command("train", "train one method on one dataset (one run folder)", _train_arguments, _train),
     Command("reproduce", "run the numbered notebooks in order (papermill); finished work is skipped",
             _reproduce_arguments, _reproduce),
-    # evaluate: one Command(...) here.
+    Command("evaluate", "evaluate a trained run: perplexity, preference accuracy, generations, judge",
+            _evaluate_arguments, _evaluate),
 ]
 
 
@@ -107,13 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         sub_parser = sub.add_parser(command.name, help=command.help, description=command.help)
         command.add_arguments(sub_parser)
-        sub_parser.set_defaults(run=command.run)
+        sub_parser.set_defaults(handler=command.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
