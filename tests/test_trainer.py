@@ -26,7 +26,7 @@ from ulma.trainer import load_trained, train
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_METHODS = sorted(m for m in METHODS if m != "rlhf")
 # fixtures hold malformed rows on purpose (the loader's tests): training skips them
-BASE = {"data_options": {"on_bad_row": "skip"}, "save_steps": 1000}
+BASE = {"data_options": {"on_bad_row": "skip"}, "save_steps": 1000, "train_split": "train"}  # the fixtures' train split
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,0 +1,232 @@
+"""Runs → JSON (skip, resume, reuse, not measured, n/a), tables and figures from results/ alone.
+
+Training and evaluation are replaced by fakes that write what the real ones write (adapter/, metrics.json)
+and count their calls, so these tests check the bookkeeping in well under a second each; the notebooks'
+test (test_notebooks.py) runs the real ones on the `tiny` profile.
+"""
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+from ulma import experiments, report
+from ulma.config import load_profile
+
+
+class FakeRuns:
+    """Stands in for ulma.trainer.train and ulma.evaluation.evaluate_run; counts calls."""
+
+    def __init__(self):
+        self.trained, self.evaluated = [], []
+
+    def train(self, prof, method, dataset, run_dir, data_dir, resume):
+        self.trained.append((method, dataset, prof.train.seed, prof.train.c, resume))
+        (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
+        seed = prof.train.seed
+        metrics = {"train": {"loss": 1.0 + seed, "wall_time_s": 2.0, "tokens_per_s": 100.0 + seed,
+                             "peak_memory_mb": 50.0, "global_step": 4, "policy_forward_calls": 4,
+                             "reference_forward_calls": 0}}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    def evaluate(self, run_dir, data_dir):
+        self.evaluated.append(run_dir.name)
+        seed = int(run_dir.name.rsplit("seed", 1)[1])
+        return {"perplexity": 10.0 + seed, "preference_accuracy": 0.5 + 0.1 * seed, "judge": "minilm_harmlessness",
+                "wins": 3 + seed, "ties": 1, "losses": 4 - seed, "win_rate": (3 + seed) / 8,
+                "judge_info": {"accuracy": 0.75}}
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    runs = FakeRuns()
+    monkeypatch.setattr(experiments, "_train", runs.train)
+    monkeypatch.setattr(experiments, "_evaluate", runs.evaluate)
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+    return runs
+
+
+@pytest.fixture
+def tiny():
+    return load_profile("tiny")
+
+
+def _run(profile, experiment, dataset, method, seed=0, tmp=None, **kw):
+    return experiments.run_one(profile, experiment, dataset, method, seed, results_dir=tmp / "results", **kw)
+
+
+def test_same_config_is_skipped_changed_config_reruns(fake, tiny, tmp_path):
+    first = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
+    assert first["status"] == "done" and len(fake.trained) == 1
+    path = tmp_path / "results" / "tiny" / "04_ulma" / "hh__ulma__seed0.json"
+    saved = json.loads(path.read_text())
+    assert saved["config_hash"] == first["config_hash"] and saved["metrics"]["eval"]["perplexity"] == 10.0
+    assert {"torch", "transformers", "peft", "datasets", "ulma", "python", "device"} <= set(saved["versions"])
+    assert saved["config"]["train"]["seed"] == 0 and saved["timings"]["train_s"] >= 0
+    assert "train_peak_rss_mb" in saved["memory"]
+    assert str(tmp_path / "cache" / "runs" / "tiny" / "04_ulma" / "hh__ulma__seed0") == saved["run_dir"]
+
+    again = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
+    assert len(fake.trained) == 1 and again["config_hash"] == first["config_hash"]  # skipped
+
+    changed = tiny.override({"learning_rate": 1e-3})
+    rerun = _run(changed, "04_ulma", "hh", "ulma", tmp=tmp_path)
+    assert len(fake.trained) == 2 and rerun["config_hash"] != first["config_hash"]
+
+    _run(changed, "04_ulma", "hh", "ulma", tmp=tmp_path, force=True)
+    assert len(fake.trained) == 3
+
+
+def test_force_time_retrains_each_shared_run_once(fake, tiny, tmp_path):
+    _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
+    since = experiments._now()
+    _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path, force=since)
+    _run(tiny, "07_efficiency", "hh", "ulma", tmp=tmp_path, force=since)  # reuses the fresh 04 run
+    assert len(fake.trained) == 2
+
+
+def test_identical_run_of_another_experiment_is_reused(fake, tiny, tmp_path):
+    _run(tiny, "04_ulma", "hh", "kto", tmp=tmp_path)
+    reused = _run(tiny, "07_efficiency", "hh", "kto", tmp=tmp_path)
+    assert len(fake.trained) == 1 and reused["status"] == "done"
+    assert reused["reused_from"] == "04_ulma/hh__kto__seed0.json" and reused["experiment"] == "07_efficiency"
+    assert reused["metrics"]["eval"]["perplexity"] == 10.0
+    _run(tiny, "06_ablations", "hh", "ulma@c=0.5", tmp=tmp_path)
+    assert fake.trained[-1][3] == 0.5
+
+
+def test_interrupted_evaluation_resumes_without_retraining(fake, tiny, tmp_path, monkeypatch):
+    def broken(run_dir, data_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "_evaluate", broken)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny, "04_ulma", "hh", "sft", tmp=tmp_path)
+    monkeypatch.setattr(experiments, "_evaluate", fake.evaluate)
+    record = _run(tiny, "04_ulma", "hh", "sft", tmp=tmp_path)
+    assert record["status"] == "done" and len(fake.trained) == 1 and record["timings"]["train_s"] > 0
+
+
+def test_partial_run_folder_resumes_training(fake, tiny, tmp_path):
+    record = _run(tiny, "04_ulma", "hh", "dpo", tmp=tmp_path)
+    run_dir = tmp_path / "cache" / "runs" / "tiny" / "04_ulma" / "hh__dpo__seed0"
+    (tmp_path / "results" / "tiny" / "04_ulma" / "hh__dpo__seed0.json").unlink()
+    (run_dir / "metrics.json").unlink()  # as if killed mid-training: checkpoints, no final metrics
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    again = _run(tiny, "04_ulma", "hh", "dpo", tmp=tmp_path)
+    assert fake.trained[-1][-1] is True and again["timings"]["resumed"] is True
+    assert again["config_hash"] == record["config_hash"]
+
+
+def test_failed_run_is_recorded_and_grid_goes_on(fake, tiny, tmp_path, monkeypatch):
+    def train(prof, method, dataset, run_dir, data_dir, resume):
+        if method == "kto":
+            raise RuntimeError("boom")
+        return fake.train(prof, method, dataset, run_dir, data_dir, resume)
+
+    monkeypatch.setattr(experiments, "_train", train)
+    with pytest.raises(RuntimeError, match="1 run\\(s\\) failed"):
+        experiments.run_grid(tiny, "04_ulma", ["hh"], ["kto", "ulma"], [0], results_dir=tmp_path / "results")
+    failed = json.loads((tmp_path / "results" / "tiny" / "04_ulma" / "hh__kto__seed0.json").read_text())
+    assert failed["status"] == "failed" and "boom" in failed["reason"] and "Traceback" in failed["traceback"]
+    assert (tmp_path / "results" / "tiny" / "04_ulma" / "hh__ulma__seed0.json").exists()
+
+
+def test_not_applicable_and_not_measured(fake, tiny, tmp_path):
+    na = _run(tiny, "04_ulma", "red_team", "dpo", tmp=tmp_path)
+    assert na["status"] == "not_applicable" and "pairwise" in na["reason"]
+    empty = tmp_path / "empty_data"
+    empty.mkdir()
+    skipped = _run(tiny, "05_golden_hh", "golden_hh", "ulma", tmp=tmp_path, data_dir=str(empty))
+    assert skipped["status"] == "skipped" and "golden_hh" in skipped["reason"]
+    assert fake.trained == []
+    table = report.experiment_table("tiny", "05_golden_hh", tmp_path / "results")
+    assert table.loc[0, "result"].startswith("not measured: golden_hh")
+    assert math.isnan(table.loc[0, "perplexity"])
+    table = report.experiment_table("tiny", "04_ulma", tmp_path / "results")
+    assert table.loc[0, "result"].startswith("n/a: red_team has no pairwise view")
+
+
+def test_tables_fold_seeds_into_mean_and_std(fake, tiny, tmp_path):
+    results = tmp_path / "results"
+    experiments.run_grid(tiny, "04_ulma", ["hh", "red_team"], ["ulma", "dpo"], [0, 1], results_dir=results)
+    table = report.make_table("tiny", "04_ulma", results)
+    assert list(table.columns[: len(report.TABLE_COLUMNS["04_ulma"])]) == report.TABLE_COLUMNS["04_ulma"]
+    hh_ulma = table[(table.dataset == "hh") & (table.method == "ulma")].iloc[0]
+    assert hh_ulma["seeds"] == 2 and hh_ulma["perplexity"] == pytest.approx(10.5)
+    assert hh_ulma["perplexity_std"] == pytest.approx(math.sqrt(0.5)) and hh_ulma["win"] == pytest.approx(3.5)
+    csv = pd.read_csv(results / "tiny" / "tables" / "04_ulma.csv")
+    assert list(csv.columns) == list(table.columns) and len(csv) == 4
+    md = (results / "tiny" / "tables" / "04_ulma.md").read_text()
+    assert "| hh | ulma | 2 | 10.5 ± 0.71 |" in md
+    assert "n/a: red_team has no pairwise view" in md
+    assert md.count("\n") == 2 + 4
+
+
+def test_sweeps_and_ablation_variants_come_from_data(tiny):
+    variants = experiments.get_experiment("06").variants_for(tiny)
+    assert variants["ulma@c=0.5"] == experiments.Variant("ulma", {"c": 0.5})
+    assert variants["pointwise_dpo@beta=0.5"].overrides == {"beta": 0.5}
+    assert {"sft", "positive_dpo", "negative_dpo", "negative_unlikelihood"} <= set(variants)
+    fewer = tiny.override({"experiments.methods": ["sft", "ulma"]})
+    assert "pointwise_dpo@c=0.5" not in experiments.get_experiment("06").variants_for(fewer)
+    assert experiments.get_experiment("04").variants_for(fewer).keys() == {"sft", "ulma"}
+
+
+def test_run_profile_folds_overrides(tiny):
+    mini = load_profile("mini")
+    exp = experiments.get_experiment("04_ulma")
+    prof = experiments.run_profile(mini, exp, "qa_feedback", experiments.Variant("dpo", {"beta": 0.3}), seed=2)
+    assert prof.train.per_device_train_batch_size == 4  # the profile's method override
+    assert prof.train.data_options == {**mini.train.data_options, "labels": "continuous"}  # dicts merge
+    assert prof.train.beta == 0.3 and prof.train.seed == 2
+    assert prof.experiments.method_overrides == {}
+
+
+def _fake_results(tmp_path, fake, tiny):
+    results = tmp_path / "results"
+    for name in ("03_pointwise_dpo", "04_ulma", "05_golden_hh", "06_ablations", "07_efficiency"):
+        experiments.run_grid(tiny, name, results_dir=results, data_dir="fixtures")
+    experiments.write_gradient_weights(tiny, results_dir=results, methods=("sft", "ulma"))
+    return results
+
+
+def test_figures_are_redrawn_from_results_alone(fake, tiny, tmp_path, monkeypatch):
+    results = _fake_results(tmp_path, fake, tiny)
+    copy = tmp_path / "copy" / "results"
+    shutil.copytree(results, copy)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("figures must not train")
+
+    monkeypatch.setattr(experiments, "_train", no_training)
+    monkeypatch.setattr(experiments, "_evaluate", no_training)
+    import ulma.trainer
+
+    monkeypatch.setattr(ulma.trainer, "train", no_training)
+    figures = tmp_path / "copy" / "figures"
+    paths = report.draw_figures("tiny", copy, figures)
+    assert sorted(paths) == sorted(report.expected_figures("tiny", figures))
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_gradient_weights_follow_methods_md(tmp_path):
+    rows = experiments.gradient_weights(log_ratios=[-20.0, 0.0, 20.0], beta=0.1)
+    w = {(r["method"], r["sample"], r["log_ratio"]): r["weight"] for r in rows}
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    for d in (-20.0, 0.0, 20.0):
+        assert w[("pointwise_dpo", "positive", d)] == pytest.approx(0.1 * sig(-0.1 * d), abs=1e-6)
+        assert w[("pointwise_dpo", "negative", d)] == pytest.approx(-0.1 * sig(0.1 * d), abs=1e-6)
+        assert w[("ulma", "positive", d)] == pytest.approx(1.0)
+        assert w[("ulma", "negative", d)] == pytest.approx(-0.1 * sig(0.1 * d), abs=1e-6)
+        assert w[("unlikelihood", "negative", d)] == pytest.approx(-1.0)
+        assert w[("negative_unlikelihood", "negative", d)] == pytest.approx(-1.0)
+        assert w[("negative_unlikelihood", "positive", d)] == 0.0
+        assert w[("positive_dpo", "negative", d)] == 0.0 and w[("negative_dpo", "positive", d)] == 0.0
+        assert w[("dpo", "chosen", d)] == pytest.approx(0.1 * sig(-0.1 * d), abs=1e-6)
+    path = experiments.write_gradient_weights("tiny", results_dir=tmp_path)
+    assert path == tmp_path / "tiny" / "02_gradients" / "gradient_weights.csv"
+    assert report.weights_at("tiny", 0.0, tmp_path).splitlines()[2] == "pointwise_dpo".ljust(22) + " positive  +0.0500"

@@ -1,0 +1,62 @@
+"""`ulma reproduce`: notebooks in order through papermill, executed copies, a log, and resume.
+
+Two one-cell notebooks stand in for the real ones (those run in test_notebooks.py), so this checks the
+runner itself: parameters injected, executed copies and the log written, a completed notebook skipped
+on the next call, a changed one run again, a failure recorded and raised.
+"""
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from ulma import reproduce as runner
+
+
+def _notebook(path, body):
+    params = new_code_cell('profile = "mini"\nresults_dir = "results"\nfigures_dir = "figures"\nforce = False',
+                           metadata={"tags": ["parameters"]})
+    nb = new_notebook(cells=[params, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_reproduce_runs_in_order_logs_and_resumes(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_first.ipynb", "from pathlib import Path\n"
+                                         "Path(results_dir, 'seen.txt').write_text(profile)")
+    _notebook(folder / "02_second.ipynb", "assert force is False\nx = list(range(10**6))")
+    monkeypatch.setattr(runner, "notebooks_dir", lambda: folder)
+    results = tmp_path / "results"
+
+    entries = runner.reproduce("tiny", results_dir=str(results))
+    assert [e["notebook"] for e in entries] == ["01_first", "02_second"]
+    assert all(e["status"] == "completed" and e["wall_s"] > 0 and e["kernel_peak_rss_mb"] > 10 for e in entries)
+    assert (results / "seen.txt").read_text() == "tiny"
+    executed = results / "tiny" / "notebooks" / "02_second.ipynb"
+    assert nbformat.read(executed, as_version=4).metadata.papermill.parameters["profile"] == "tiny"
+    log = json.loads((results / "tiny" / "reproduce_log.json").read_text())
+    assert set(log["notebooks"]) == {"01_first", "02_second"} and log["versions"]["python"]
+    assert "peak RSS of the kernel" in capsys.readouterr().out
+
+    again = runner.reproduce("tiny", results_dir=str(results))
+    assert [e["status"] for e in again] == ["skipped (completed before)"] * 2
+
+    _notebook(folder / "02_second.ipynb", "raise ValueError('broken on purpose')")
+    with pytest.raises(RuntimeError, match="02_second"):
+        runner.reproduce("tiny", notebooks="02", results_dir=str(results))
+    log = json.loads((results / "tiny" / "reproduce_log.json").read_text())
+    assert log["notebooks"]["02_second"]["status"] == "failed"
+    assert "broken on purpose" in log["notebooks"]["02_second"]["error"]
+    assert log["notebooks"]["01_first"]["status"] == "completed"
+
+
+def test_select_notebooks_by_number_or_name(tmp_path, monkeypatch):
+    for name in ("01_a", "02_b", "03_c"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    monkeypatch.setattr(runner, "notebooks_dir", lambda: tmp_path)
+    assert [p.stem for p in runner.select_notebooks("03,01_a")] == ["01_a", "03_c"]
+    with pytest.raises(ValueError, match="no notebook"):
+        runner.select_notebooks(["09"])

@@ -1,0 +1,154 @@
+"""Run the numbered notebooks in order through papermill: ``python -m ulma reproduce --profile mini``.
+
+Each notebook gets the parameters ``profile``, ``results_dir``, ``figures_dir`` (absolute paths) and
+``force``, the profile's ``notebook_timeout`` per cell, and an executed copy under
+``results/<profile>/notebooks/``. Per notebook the log (``results/<profile>/reproduce_log.json``) holds
+the wall time and the peak resident memory of the kernel's process tree (sampled every 0.5 s: the kernel
+is a subprocess, so this process' own rusage would not show it). A notebook whose executed copy
+completed with the same parameters and the same source is skipped, and finished runs skip inside the
+notebooks (their JSONs), so an interrupted reproduction resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ulma.experiments import PeakMemory, _now, _read_json, _write_json, as_profile, package_versions, project_root, resolve_path
+
+KERNEL = "python3"
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def select_notebooks(only: list[str] | str | None = None) -> list[Path]:
+    """The numbered notebooks in order; ``only`` keeps those whose stem or number prefix is listed."""
+    found = sorted(p for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks in {notebooks_dir()} (reproduce runs from a checkout)")
+    if only is None:
+        return found
+    wanted = [w.strip() for w in (only.split(",") if isinstance(only, str) else only) if w.strip()]
+    chosen = [p for p in found if p.stem in wanted or p.stem.split("_")[0] in wanted]
+    missing = [w for w in wanted if not any(p.stem == w or p.stem.split("_")[0] == w for p in chosen)]
+    if missing:
+        raise ValueError(f"no notebook {missing}; available: {[p.stem for p in found]}")
+    return chosen
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _completed(executed: Path, parameters: dict[str, Any], source_digest: str) -> bool:
+    nb = _read_json(executed)
+    if not nb:
+        return False
+    meta = nb.get("metadata", {})
+    pm = meta.get("papermill", {})
+    return (
+        meta.get("ulma", {}).get("parameters") == parameters
+        and meta.get("ulma", {}).get("source_digest") == source_digest
+        and bool(pm.get("end_time"))
+        and not pm.get("exception")
+    )
+
+
+def reproduce(
+    profile: str = "mini",
+    notebooks: list[str] | str | None = None,
+    timeout: int | None = None,
+    results_dir: str = "results",
+    *,
+    figures_dir: str = "figures",
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Execute the notebooks in order; return (and write) the log entries. Raises if one failed.
+
+    ``force`` re-executes every notebook and retrains every run once: runs finished before this call
+    count as stale (an ISO time passed on as the notebooks' ``force``), runs shared between notebooks
+    are trained once.
+    """
+    import nbformat
+    import papermill
+
+    prof = as_profile(profile)
+    timeout = timeout or prof.experiments.notebook_timeout
+    root = resolve_path(results_dir) / prof.name
+    out_dir = root / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)  # papermill does not create it
+    log_path = root / "reproduce_log.json"
+    log = _read_json(log_path) or {"notebooks": {}}
+    force_since = _now() if force else False
+    parameters = {
+        "profile": str(profile),
+        "results_dir": str(resolve_path(results_dir)),
+        "figures_dir": str(resolve_path(figures_dir)),
+    }
+    log.update(profile=prof.name, started_at=_now(), timeout_s=timeout, versions=package_versions())
+    entries, failed = [], []
+    for source in select_notebooks(notebooks):
+        executed = out_dir / source.name
+        digest = _digest(source)
+        if not force and _completed(executed, parameters, digest):
+            print(f"{source.stem:20s} skipped: completed before with the same parameters", flush=True)
+            entries.append({"notebook": source.stem, **log["notebooks"].get(source.stem, {}),
+                            "status": "skipped (completed before)"})
+            continue  # its log entry keeps the measurements of the run that completed it
+        entry = _execute(papermill, nbformat, source, executed, parameters, force_since, timeout, digest)
+        print(f"{source.stem:20s} {entry['status']:9s} {entry['wall_s']:8.1f} s   peak RSS of the kernel "
+              f"{entry['kernel_peak_rss_mb']:8.0f} MB" + (f"   {entry['error']}" if entry.get("error") else ""),
+              flush=True)
+        if entry["status"] != "completed":
+            failed.append(source.stem)
+        log["notebooks"][source.stem] = entry
+        entries.append({"notebook": source.stem, **entry})
+        log["finished_at"] = _now()
+        _write_json(log_path, log)
+    if failed:
+        raise RuntimeError(f"notebook(s) failed: {failed}; executed copies with the error under {out_dir}")
+    return entries
+
+
+def _execute(papermill, nbformat, source: Path, executed: Path, parameters, force, timeout, digest) -> dict[str, Any]:
+    entry: dict[str, Any] = {"started_at": _now(), "parameters": parameters | {"force": force}, "executed": str(executed)}
+    t0 = time.perf_counter()
+    with PeakMemory(descendants=True, interval=0.5) as mem:
+        try:
+            papermill.execute_notebook(
+                str(source), str(executed), parameters=parameters | {"force": force}, kernel_name=KERNEL, cwd=str(source.parent),
+                execution_timeout=timeout, progress_bar=False,
+            )
+            entry["status"] = "completed"
+        except Exception as exc:  # noqa: BLE001 - recorded; the executed copy holds the traceback
+            entry.update(status="failed", error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
+    entry.update(wall_s=round(time.perf_counter() - t0, 2), kernel_peak_rss_mb=round(mem.peak_mb, 1), finished_at=_now())
+    if entry["status"] == "completed":
+        _mark(nbformat, executed, parameters, digest)
+    return entry
+
+
+def _mark(nbformat, executed: Path, parameters: dict[str, Any], digest: str) -> None:
+    """Record the source digest and the parameters (``force`` aside) a completed copy counts for."""
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["ulma"] = {"source_digest": digest, "parameters": parameters}
+    nbformat.write(nb, executed)
+
+
+def main(profile: str, only: str | None, force: bool, timeout: int | None, results_dir: str,
+         figures_dir: str = "figures") -> int:
+    """The ``reproduce`` subcommand: 0 when every notebook completed, 1 otherwise."""
+    try:
+        reproduce(profile, only, timeout, results_dir, figures_dir=figures_dir, force=force)
+    except RuntimeError as exc:
+        print(exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(reproduce(), indent=2))
