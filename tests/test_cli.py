@@ -14,20 +14,7 @@ from ulma import cli, models
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from more, and a shared CPU loses a lot
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "isolated")  # tests/conftest.py
 
 
 @pytest.fixture

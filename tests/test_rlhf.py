@@ -19,19 +19,7 @@ from ulma.trainer import load_trained
 BASE = {"data_options": {"on_bad_row": "skip"}}  # the fixtures hold malformed rows on purpose
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the tiny model gains nothing from a second thread; on a shared 2-core machine it loses a lot
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "isolated")  # tests/conftest.py
 
 
 def t(*values):

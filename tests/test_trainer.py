@@ -29,20 +29,7 @@ TRAINED_METHODS = sorted(m for m in METHODS if m != "rlhf")
 BASE = {"data_options": {"on_bad_row": "skip"}, "save_steps": 1000, "train_split": "train"}  # the fixtures' train split
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the tiny model gains nothing from a second thread, and on a shared 2-core machine two spinning
-    # OpenMP threads per process make a step ~6x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "isolated")  # tests/conftest.py
 
 
 def run(out: Path, method: str, dataset: str = "hh", **overrides) -> dict:
