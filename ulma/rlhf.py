@@ -296,6 +296,7 @@ def train_reward_model(reward_model: RewardModel, train_rows, *, kind: str, pad_
                 history.append({"step": step, "loss": out.loss.item(), "grad_norm": float(grad_norm),
                                 "learning_rate": scheduler.get_last_lr()[0],
                                 **{k: float(v) for k, v in out.metrics.items()}})
+                logger.info("reward model step %d/%d: loss %.4f", step, total_steps, history[-1]["loss"])
             if step >= total_steps:
                 break
     wall = time.perf_counter() - start
