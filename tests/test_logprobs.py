@@ -191,3 +191,60 @@ def test_bad_inputs(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         sequence_logps(args.pop("logits"), args.pop("labels"), **args)
+
+
+# ------------------------------------------------------------------ the LM head on the response window only
+def test_response_window_worked_numbers():
+    from ulma.logprobs import response_window
+
+    # first labelled column 3 (row 1): logits from position 2 on predict it -> keep 7 - 2 = 5 of 7
+    labels = torch.tensor([[-100, -100, -100, -100, 5, 6, -100], [-100, -100, -100, 4, 5, 6, 7]])
+    assert response_window(labels) == 5
+    assert response_window(torch.tensor([[1, 2, 3]])) == 3  # column 0 labelled: every position
+    assert response_window(torch.tensor([[-100, 2, 3]])) == 3  # column 1: position 0 is needed
+    assert response_window(torch.full((2, 4), -100)) == 4  # nothing labelled: nothing to save
+
+
+class _NoKeep(torch.nn.Module):
+    """A causal LM whose forward has no logits_to_keep: model_logps must fall back to every position."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def test_model_logps_with_logits_to_keep_equals_the_full_forward():
+    """Same log-probs and the same gradients as scoring every position, through PEFT as well."""
+    from peft import LoraConfig, get_peft_model
+
+    from ulma.logprobs import accepts_logits_to_keep, model_logps, response_window
+    from ulma.models import tiny_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_model(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    v = model.config.vocab_size
+    ids = torch.randint(3, v, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[2, 10:] = 0
+    labels = ids.clone()
+    labels[0, :6], labels[1, :8], labels[2, :5] = -100, -100, -100
+    labels[2, 10:] = -100
+    assert accepts_logits_to_keep(model) and not accepts_logits_to_keep(_NoKeep(model))
+    assert response_window(labels) == 12 - 4
+
+    def run(m):
+        model.zero_grad()
+        out = model_logps(m, ids, mask, labels, reduction="sum", return_log1m=True)
+        (out.logps.sum() + 0.1 * out.log1m.sum()).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        return out, grads
+
+    windowed, g1 = run(model)
+    full, g2 = run(_NoKeep(model))
+    assert torch.allclose(windowed.logps, full.logps, atol=1e-5), (windowed.logps, full.logps)
+    assert torch.allclose(windowed.log1m, full.log1m, atol=1e-5)
+    assert windowed.num_tokens.tolist() == full.num_tokens.tolist() == [6, 4, 5]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))

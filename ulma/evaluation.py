@@ -24,7 +24,7 @@ import torch
 
 from ulma.batching import PairwiseCollator, PointwiseCollator, left_pad_prompts, tokenize_prompts
 from ulma.judges import VERDICTS
-from ulma.logprobs import sequence_logps
+from ulma.logprobs import model_logps
 
 GENERATIONS_FILE = "generations.jsonl"
 METRICS_FILE = "metrics.json"
@@ -83,8 +83,8 @@ def _pad_id(model, pad_token_id: int | None) -> int:
 
 def _logps(model, batch: dict[str, torch.Tensor], reduction: str):
     device = _device(model)
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    return sequence_logps(logits, batch["labels"].to(device), reduction=reduction)
+    return model_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                       batch["labels"].to(device), reduction=reduction)
 
 
 # --------------------------------------------------------------------------------------- perplexity

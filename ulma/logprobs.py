@@ -176,6 +176,58 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str
     )
 
 
+def response_window(labels: torch.Tensor) -> int:
+    """How many final positions' logits `sequence_logps` reads for these labels.
+
+    Position t predicts token t + 1, so the logits from one column before the batch's first labelled
+    column to the end are all it needs. Passing this as a causal LM's ``logits_to_keep`` runs the LM head
+    (a fifth of SmolLM2's matmul FLOPs; V·d per position) and its backward only on the response, and
+    shrinks the (B, T, V) logits by the same factor; slice the labels to the same window
+    (``labels[:, -keep:]``). Returns T when the first column is labelled or nothing is.
+    """
+    width = labels.shape[1]
+    labelled = (labels != IGNORE_INDEX).any(0)
+    if not labelled.any():
+        return width
+    first = int(labelled.nonzero()[0])
+    return width - max(first - 1, 0)
+
+
+def model_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *,
+                reduction: str = "sum", return_log1m: bool = False) -> LogpsOutput:
+    """`sequence_logps` of a causal LM's forward, computing logits on the response window only when the
+    model's forward takes ``logits_to_keep`` (transformers' causal LMs do); else on every position."""
+    keep = response_window(labels) if accepts_logits_to_keep(model) else labels.shape[1]
+    kwargs = {"logits_to_keep": keep} if keep < labels.shape[1] else {}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
+    return sequence_logps(logits, labels[:, labels.shape[1] - logits.shape[1]:], reduction=reduction,
+                          return_log1m=return_log1m)
+
+
+_ACCEPTS: dict[type, bool] = {}
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the innermost model's forward has a ``logits_to_keep`` argument (through PEFT and DDP)."""
+    import inspect
+
+    inner = model
+    while True:
+        if hasattr(inner, "module") and isinstance(inner.module, torch.nn.Module):
+            inner = inner.module  # DDP / accelerate wrappers
+        elif hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()  # PEFT: its forward takes **kwargs and passes them on
+        else:
+            break
+    cls = type(inner)
+    if cls not in _ACCEPTS:
+        try:
+            _ACCEPTS[cls] = "logits_to_keep" in inspect.signature(cls.forward).parameters
+        except (TypeError, ValueError):
+            _ACCEPTS[cls] = False
+    return _ACCEPTS[cls]
+
+
 def naive_sequence_logps(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str = "sum",
                          return_log1m: bool = False) -> LogpsOutput:
     """Reference implementation: full float32 `log_softmax` over (B, T, V), then gather and mask.
