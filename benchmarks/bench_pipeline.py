@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="offline data root (default $ULMA_DATA_DIR)")
     p.add_argument("--json", type=Path, default=None, help="write the results here (JSON)")
     p.add_argument("--timeout", type=int, default=7200, help="seconds one pipeline may take")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads in each pipeline (default: torch's; 1 on a shared machine)")
     p.add_argument("--worker", nargs=2, default=None, help=argparse.SUPPRESS)  # pipeline, spec file
     return p.parse_args(argv)
 
@@ -59,6 +61,10 @@ def parse_args(argv=None):
 def worker(pipeline: str, spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     t0 = time.perf_counter()
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
     from ulma.config import load_profile
 
     profile = load_profile(spec["profile"], spec["overrides"] or None)
@@ -97,7 +103,7 @@ def main(argv=None) -> None:
         if real_models.exists():
             (fresh / "models").symlink_to(real_models)
         spec = {"profile": args.profile, "overrides": args.set, "dataset": args.dataset, "data_dir": args.data_dir,
-                "out": str(tmp / f"run_{pipeline}"), "result": str(tmp / f"{pipeline}.json")}
+                "out": str(tmp / f"run_{pipeline}"), "result": str(tmp / f"{pipeline}.json"), "threads": args.threads}
         spec_path = tmp / f"{pipeline}.spec.json"
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "ULMA_CACHE_DIR": str(fresh)}
@@ -117,7 +123,7 @@ def main(argv=None) -> None:
         "benchmark": "benchmarks/bench_pipeline.py",
         "command": " ".join([Path(sys.executable).name, "benchmarks/bench_pipeline.py"] + sys.argv[1:]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "profile": args.profile, "overrides": args.set, "dataset": args.dataset,
+        "profile": args.profile, "overrides": args.set, "dataset": args.dataset, "threads": args.threads,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "pipelines": results,
     }
