@@ -167,6 +167,45 @@ def test_preference_accuracy_rejects_a_missing_reference(tiny):
         preference_accuracy(model, data, method="dpo", reference="adapters")
 
 
+def test_preference_accuracy_reference_cache(tiny, tmp_path):
+    """The first pass writes the reference log-probs, the next reads them (no reference model needed) and
+    gives the same margins to the bit; a cache of another length is ignored, not misread."""
+    model, tokenizer = tiny
+    reference, _ = load_model_and_tokenizer("tiny", seed=1)
+    rows, margins = _pairs(model, tokenizer, reference, reduction="sum", beta=0.5)
+    data = _tokenized(rows, tokenizer, "pairwise")
+    cache = tmp_path / "ref.safetensors"
+    first = preference_accuracy(model, data, method="dpo", beta=0.5, reference=reference, batch_size=2,
+                                reference_cache=cache)
+    assert first["reference_cache"] == "miss" and cache.exists()
+    again = preference_accuracy(model, data, method="dpo", beta=0.5, reference=None, batch_size=2,
+                                reference_cache=cache)
+    assert again["reference_cache"] == "hit" and again["margin_mean"] == first["margin_mean"]
+    assert again["margin_mean"] == pytest.approx(sum(margins) / 3, rel=1e-4)
+    # another method that ranks by implicit reward reads the same reference half (here with reduction sum)
+    assert preference_accuracy(model, data, method="ulma", beta=0.5, reference=None, logp_reduction="sum",
+                               batch_size=2, reference_cache=cache)["margin_mean"] == first["margin_mean"]
+    # fewer pairs than the cache holds: not this cache's data, so it needs the reference again
+    with pytest.raises(ValueError, match="needs a reference"):
+        preference_accuracy(model, data.select(range(2)), method="dpo", reference=None, reference_cache=cache)
+    # sft ranks by likelihood: the cache is not touched
+    assert preference_accuracy(model, data, method="sft", reference=None, reference_cache=cache)["reference_cache"] is None
+
+
+def test_reference_cache_path_keys_on_content_model_and_settings(tiny, tmp_path, monkeypatch):
+    from ulma.evaluation import reference_cache_path
+
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path))
+    model, tokenizer = tiny
+    data = _tokenized(_pairs(model, tokenizer)[0], tokenizer, "pairwise")
+    key = dict(model_name="tiny", dtype=torch.float32, reduction="sum", batch_size=16)
+    path = reference_cache_path(data, **key)
+    assert path == reference_cache_path(data, **key) and path.parent == tmp_path / "reference"
+    assert path != reference_cache_path(data.select(range(2)), **key)
+    for change in ({"reduction": "mean"}, {"batch_size": 8}, {"dtype": torch.bfloat16}):
+        assert path != reference_cache_path(data, **{**key, **change})
+
+
 # ---------------------------------------------------------------------------------------- generation
 def test_generate_batched_equals_one_by_one_and_is_deterministic(lively):
     model, tokenizer = lively

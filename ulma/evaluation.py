@@ -129,20 +129,27 @@ def ranking_for(method: str) -> tuple[bool, str]:
 
 def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, reference: Any = "adapters",
                         logp_reduction: str | None = None, batch_size: int = 8,
-                        pad_token_id: int | None = None) -> dict[str, Any]:
+                        pad_token_id: int | None = None,
+                        reference_cache: str | os.PathLike | None = None) -> dict[str, Any]:
     """Fraction of held-out pairs whose chosen reply outranks the rejected one (a tie counts ½).
 
     `dataset`: tokenized pairwise rows (``prompt_ids``, ``chosen_ids``, ``rejected_ids``). The margin of a
     pair is β[(ℓ_θ(w) − ℓ_ref(w)) − (ℓ_θ(l) − ℓ_ref(l))] (c cancels) for methods with a reference, and
     ℓ_θ(w) − ℓ_θ(l) for sft / unlikelihood (`ranking_for`). `reference`: ``"adapters"`` (the peft policy
     with its adapters disabled), a frozen reference model, or None (allowed only for methods that need
-    none). `logp_reduction` None = the method's own (`sum` or per-token `mean`).
+    none). `logp_reduction` None = the method's own (`sum` or per-token `mean`). `reference_cache`: a
+    ``.safetensors`` file for the reference log-probs; read when it exists, else written after the pass.
+    The caller keys its name by everything the numbers depend on (`reference_cache_path`): every method
+    evaluated on the same pairs and base model shares it, so only the first run pays the reference half.
 
-    Returns ``{"accuracy", "margin_mean", "num_pairs", "ties", "ranking", "logp_reduction", "beta"}``.
+    Returns ``{"accuracy", "margin_mean", "num_pairs", "ties", "ranking", "logp_reduction", "beta",
+    "reference_cache"}`` (the last: ``hit``, ``miss`` or None).
     """
     uses_reference, default_reduction = ranking_for(method)
     reduction = logp_reduction or default_reduction
-    if uses_reference:
+    rows = _rows(dataset, ["prompt_ids", "chosen_ids", "rejected_ids"])
+    cached = _read_reference_cache(reference_cache, 2 * len(rows)) if uses_reference else None
+    if uses_reference and cached is None:
         if reference is None:
             raise ValueError(f"{method} ranks pairs by its implicit reward, which needs a reference: pass "
                              "reference='adapters' (a peft model) or a reference model")
@@ -152,11 +159,12 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
             if not hasattr(model, "disable_adapter"):
                 raise ValueError("reference='adapters' needs a peft (LoRA) model; pass the reference model instead")
     collator = PairwiseCollator(_pad_id(model, pad_token_id))
-    rows = _rows(dataset, ["prompt_ids", "chosen_ids", "rejected_ids"])
     margins: list[float] = []
-    ref_model = reference if uses_reference and not isinstance(reference, str) else None
+    ref_model = reference if uses_reference and cached is None and not isinstance(reference, str) else None
+    computed: list[torch.Tensor] = []
     with _inference(*([model] + ([ref_model] if ref_model is not None else []))):
         longest = lambda r: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))  # noqa: E731
+        done = 0  # the cache holds the reference values in this (deterministic, length-sorted) batch order
         for chunk in _batches(rows, batch_size, longest):
             batch = collator(chunk)
             n = len(chunk)
@@ -164,14 +172,20 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
             if not uses_reference:
                 margin = policy[:n] - policy[n:]
             else:
-                if ref_model is not None:
+                if cached is not None:
+                    ref = cached[done:done + 2 * n]
+                elif ref_model is not None:
                     ref = _logps(ref_model, batch, reduction).logps.double().cpu()
                 else:
                     with model.disable_adapter():
                         ref = _logps(model, batch, reduction).logps.double().cpu()
+                computed.append(ref)
+                done += 2 * n
                 delta = policy - ref
                 margin = beta * (delta[:n] - delta[n:])
             margins.extend(margin.tolist())
+    if uses_reference and cached is None and reference_cache is not None and computed:
+        _write_reference_cache(reference_cache, torch.cat(computed))
     if not margins:
         raise ValueError("preference_accuracy needs at least one pair")
     wins = sum(m > 0 for m in margins)
@@ -184,7 +198,48 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
         "ranking": "implicit_reward" if uses_reference else "log_likelihood",
         "logp_reduction": reduction,
         "beta": beta if uses_reference else None,
+        "reference_cache": None if not uses_reference or reference_cache is None else "hit" if cached is not None else "miss",
     }
+
+
+def _read_reference_cache(path, expected: int) -> torch.Tensor | None:
+    """The cached reference log-probs (float64), or None when absent or of another length."""
+    if path is None or not Path(path).exists():
+        return None
+    from safetensors.torch import load_file
+
+    values = load_file(str(path)).get("reference_logps")
+    return values.double() if values is not None and values.numel() == expected else None
+
+
+def _write_reference_cache(path, values: torch.Tensor) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    save_file({"reference_logps": values.contiguous()}, str(tmp))
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+
+
+def reference_cache_path(tokenized_pairs, *, model_name: str, dtype, reduction: str, batch_size: int) -> Path:
+    """Where the evaluation's reference log-probs of these pairs live: keyed by the tokenized content,
+    the base model's identity and dtype, the reduction and the batching (padding changes the last bits)."""
+    import hashlib
+
+    from ulma.models import cache_dir, model_identity
+    from ulma.trainer import dataset_content_hash
+
+    settings = {
+        "version": 1,
+        "data": dataset_content_hash(tokenized_pairs, ["prompt_ids", "chosen_ids", "rejected_ids"]),
+        "model": model_identity(model_name),
+        "dtype": str(dtype),
+        "reduction": reduction,
+        "batch_size": batch_size,
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "reference" / f"eval-pairs-{key}.safetensors"
 
 
 # ---------------------------------------------------------------------------------------- generation
@@ -305,14 +360,22 @@ def _preference_section(model, tokenizer, run_config: dict, ev, root, options: d
     if len(pairs) == 0:
         out["preference_note"] = f"no test pairs in {dataset} {ev.test_split}"
         return out
+    tokenized = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths)
+    uses_reference, reduction = ranking_for(run_config["method"])
+    reduction = train_cfg.get("logp_reduction") or reduction
+    # every method of a profile is evaluated on the same pairs against the same base model: cache the
+    # reference half of the pass (a third of an evaluation's time on mini) under a content key
+    cache = reference_cache_path(tokenized, model_name=train_cfg["model"], dtype=next(model.parameters()).dtype,
+                                 reduction=reduction, batch_size=ev.eval_batch_size) if uses_reference else None
     pref = preference_accuracy(
-        model, tokenize_dataset(pairs, tokenizer, "pairwise", **lengths), method=run_config["method"],
-        beta=train_cfg.get("beta", 0.1), reference=_reference_for(model, run_config),
-        logp_reduction=train_cfg.get("logp_reduction"), batch_size=ev.eval_batch_size,
-        pad_token_id=tokenizer.pad_token_id)
+        model, tokenized, method=run_config["method"],
+        beta=train_cfg.get("beta", 0.1),
+        reference=_reference_for(model, run_config) if uses_reference and not cache.exists() else None,
+        logp_reduction=reduction, batch_size=ev.eval_batch_size,
+        pad_token_id=tokenizer.pad_token_id, reference_cache=cache)
     out.update(preference_accuracy=pref["accuracy"], preference_margin=pref["margin_mean"],
                preference_pairs=pref["num_pairs"], preference_ties=pref["ties"], preference_ranking=pref["ranking"],
-               preference_logp_reduction=pref["logp_reduction"])
+               preference_logp_reduction=pref["logp_reduction"], preference_reference_cache=pref["reference_cache"])
     return out
 
 
