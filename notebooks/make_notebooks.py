@@ -3,7 +3,7 @@
     python notebooks/make_notebooks.py          # rewrites them, byte for byte the same
     python notebooks/make_notebooks.py --check  # exit 1 if a committed notebook differs (tests run this)
 
-Every notebook has the same shape (STYLE.md 10): a markdown cell saying what the paper claims and what
+Every notebook has the same shape, with no logic in its cells: a markdown cell saying what the paper claims and what
 the notebook shows; a ``parameters`` cell that papermill overrides (``ulma reproduce`` passes
 ``profile``, ``results_dir``, ``figures_dir``, ``force``); one call into the package; the table or figure.
 No logic lives here or in the notebooks: the experiment's title, claim and datasets come from
@@ -71,7 +71,7 @@ def intro(name: str, extra: str = ""):
 
 
 def expected_weights_at_zero(beta: float = 0.1) -> str:
-    """METHODS.md's closed forms at Δ = 0, c = 0 (σ(0) = 1/2): what notebook 02 must print, computed here
+    """The closed forms of docs/METHODS.md at Δ = 0, c = 0 (σ(0) = 1/2): what notebook 02 must print, computed here
     independently of the loss code it checks."""
     half = beta / 2
     rows = [
@@ -130,7 +130,7 @@ def notebooks() -> dict[str, list]:
             checked("print(list(table.columns))", columns_text(report.DATASET_TABLE_COLUMNS)),
         ],
         "02_gradients": [
-            intro("02_gradients", "The closed forms of METHODS.md, which the plotted curves must follow: point-wise "
+            intro("02_gradients", "The closed forms of docs/METHODS.md, which the plotted curves must follow: point-wise "
                   "DPO w = β·σ(−u) on positives and −β·σ(u) on negatives (u = βΔ + c); ULMA w = 1 on positives; "
                   "unlikelihood (`ascent`) w = −1 on negatives, whatever the log-ratio.\n\n"),
             parameters_cell(COMMON),

@@ -1,4 +1,4 @@
-"""ulma.losses: worked numbers, limit cases, the gradient identities of METHODS.md, validation, registry.
+"""ulma.losses: worked numbers, limit cases, the gradient identities of docs/METHODS.md, validation, registry.
 
 Expected values are written out with `math` on three-element inputs, never taken from the function under test.
 """

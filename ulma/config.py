@@ -49,7 +49,7 @@ class TrainConfig:
     logging_steps: int = 10
     save_steps: int = 500
     seed: int = 0
-    # method hyperparameters (METHODS.md); logp_reduction None = the released code's per-method choice
+    # method hyperparameters (docs/METHODS.md); logp_reduction None = the released code's per-method choice
     beta: float = 0.1
     c: float = 0.0  # beta * log Z(x); the paper argues Z(x) ~ 1, so 0
     aggregation: str = "class_mean"  # class_mean | sample_mean
@@ -66,7 +66,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Held-out metrics and generation (EXPERIMENTS.md, Metrics)."""
+    """Held-out metrics and generation (docs/EXPERIMENTS.md, Metrics)."""
 
     test_split: str = "test"
     max_eval_samples: int | None = None  # pairs/rows scored for perplexity and preference accuracy
@@ -81,7 +81,7 @@ class EvalConfig:
 
 @dataclass
 class RLHFConfig:
-    """Reward model + PPO, defaults of the released code's era (METHODS.md, RLHF baseline)."""
+    """Reward model + PPO, defaults of the released code's era (docs/METHODS.md, RLHF baseline)."""
 
     reward_learning_rate: float = 1e-6
     reward_epochs: float = 1.0

@@ -1,4 +1,4 @@
-"""Raw alignment datasets -> SFT, pairwise and point-wise views (``../shared/spec/DATASETS.md``).
+"""Raw alignment datasets -> SFT, pairwise and point-wise views (``docs/DATASETS.md``).
 
 ``load(name, view, split, data_dir, **options)`` reads a source with the ``datasets`` library's own json
 loader (so caching, fingerprints and ``map`` behave as usual) and maps it into one view:
@@ -268,7 +268,7 @@ QA_COMPARISONS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
 
 
 def qa_prompt(question: str, passages: list[list[str]]) -> str:
-    """One user message: the passages as context, then the question (DATASETS.md, ours).
+    """One user message: the passages as context, then the question (docs/DATASETS.md, ours).
 
     The question comes last because long prompts are cut from the start: it must survive the cut.
     A passage is ``[title, sentence, ...]``; the first sentence often repeats the title followed by a
@@ -409,7 +409,7 @@ def borda_scores(preference: list[int]) -> list[float]:
 
 
 def _qa_view(batch: dict[str, list], view: str, labels: str) -> dict[str, list]:
-    """QA-feedback (DATASETS.md, ours). Empty corrected-predictions give no demonstration row."""
+    """QA-feedback (docs/DATASETS.md, ours). Empty corrected-predictions give no demonstration row."""
     out = _empty(view)
 
     def add(prompt, index, **row):

@@ -1,4 +1,4 @@
-"""Held-out metrics of a trained policy (EXPERIMENTS.md, Metrics), and `evaluate_run` for a run folder.
+"""Held-out metrics of a trained policy (docs/EXPERIMENTS.md, Metrics), and `evaluate_run` for a run folder.
 
 * `perplexity`: exp(total NLL / total tokens) of held-out positive responses, over the response tokens
   only (token-weighted, as the paper reports it).

@@ -43,7 +43,7 @@ from ulma.config import Profile, load_profile, profile_from_dict, train_config_f
 RECORD_SCHEMA = 1
 ALL_METHODS = ("sft", "rlhf", "dpo", "pointwise_dpo", "unlikelihood", "kto", "ulma")
 NOT_APPLICABLE_REASON = {  # why a dataset lacks a view (ulma.data.SOURCES says which views it has)
-    "pairwise": "no natural pairs: one reply per prompt (DATASETS.md); the case for point-wise methods",
+    "pairwise": "no natural pairs: one reply per prompt (docs/DATASETS.md); the case for point-wise methods",
 }
 _DATA_KIND = {"rlhf": "pointwise"}  # rlhf reads pairs where they exist, z otherwise (regression reward model)
 
@@ -111,7 +111,7 @@ def _plain(methods) -> tuple[tuple[str, Variant], ...]:
     return tuple((m, Variant(m)) for m in methods)
 
 
-# QA-feedback carries graded preferences: the paper's continuous-label setting (DATASETS.md)
+# QA-feedback carries graded preferences: the paper's continuous-label setting (docs/DATASETS.md)
 _CONTINUOUS_QA = {"qa_feedback": {"data_options": {"labels": "continuous"}}}
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -728,7 +728,7 @@ def gradient_weights(
     c: float = 0.0,
     log_ratios: Any = None,
 ) -> list[dict[str, Any]]:
-    """Per-sample gradient weight w = −∂L/∂ℓ_θ(x,y) against the log-ratio Δ = ℓ_θ − ℓ_ref (METHODS.md).
+    """Per-sample gradient weight w = −∂L/∂ℓ_θ(x,y) against the log-ratio Δ = ℓ_θ − ℓ_ref (docs/METHODS.md).
 
     Computed with autograd from ``ulma.losses`` (not from the closed forms): a batch of samples of one
     class, one per Δ, through the method's loss; the class mean divides each gradient by the batch size,

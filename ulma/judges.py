@@ -1,4 +1,4 @@
-"""Judges of generated replies (EXPERIMENTS.md, Metrics): one interface, three implementations.
+"""Judges of generated replies (docs/EXPERIMENTS.md, Metrics): one interface, three implementations.
 
 A judge scores a reply to a prompt (`score`, higher = better) and compares a reply against a reference
 reply, usually the dataset's chosen one (`compare` -> ``"win"`` | ``"tie"`` | ``"lose"`` from the point of

@@ -1,4 +1,4 @@
-"""Per-sequence log-probabilities of response tokens: ℓ(x, y) = Σ_t log π(y_t | x, y_<t) (METHODS.md).
+"""Per-sequence log-probabilities of response tokens: ℓ(x, y) = Σ_t log π(y_t | x, y_<t) (docs/METHODS.md).
 
 `sequence_logps` never builds a float32 log-softmax of the whole (B, T, V) logits. It gathers the label
 logit and subtracts a log-sum-exp computed over chunks of the response rows only (as TRL's

@@ -1,7 +1,7 @@
 """Alignment losses as pure functions of per-sequence log-probs, and the registry of methods.
 
 Every function takes (B,) tensors — ℓ_θ = `policy_logps`, ℓ_ref = `reference_logps`, labels z — and
-keyword hyperparameters, and returns `LossOutput(loss, metrics)`. Notation and equations: METHODS.md
+keyword hyperparameters, and returns `LossOutput(loss, metrics)`. Notation and equations: docs/METHODS.md
 (u = β(ℓ_θ − ℓ_ref) + c is the implicit reward; paper = Cai et al., arXiv 2312.02554).
 
 Rules shared by the point-wise losses:
@@ -36,7 +36,7 @@ UNLIKELIHOOD_VARIANTS = ("ascent", "token")
 
 @dataclass
 class LossOutput:
-    """loss: scalar tensor (differentiable); metrics: detached scalar tensors named as METHODS.md."""
+    """loss: scalar tensor (differentiable); metrics: detached scalar tensors named as docs/METHODS.md."""
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]

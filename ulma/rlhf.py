@@ -1,4 +1,4 @@
-"""The RLHF baseline: a reward model, then PPO against it (METHODS.md, "RLHF baseline"). No TRL.
+"""The RLHF baseline: a reward model, then PPO against it (docs/METHODS.md, "RLHF baseline"). No TRL.
 
 Two stages, each its own loop:
 

@@ -1,4 +1,4 @@
-"""One trainer for every offline method of METHODS.md, and `train()`: one run from a profile.
+"""One trainer for every offline method of docs/METHODS.md, and `train()`: one run from a profile.
 
 `ULMATrainer` is a `transformers.Trainer` whose `compute_loss` takes the method from the registry
 (`ulma.losses.get_method`) once, at construction: its data kind picks the one branch of the step
@@ -14,7 +14,7 @@ The reference log-probs ℓ_ref come from one of three places (`TrainConfig.refe
   ``ulma.models.cache_dir()/reference/<key>.safetensors``; the key hashes the tokenized data, the model
   identity and every setting that changes the numbers, so a second run on the same data and model runs
   no reference forward at all. The values travel with the rows (`reference_logps` column) through the
-  collator (STYLE.md 14: the training step touches only the policy).
+  collator (computed once, as HALOs and TRL do: the training step touches only the policy).
 
 Every reference forward runs in eval mode under ``torch.no_grad()`` (deterministic: no dropout), and
 only on the rows the method needs: ULMA forwards only its negatives, SFT and unlikelihood nothing.
