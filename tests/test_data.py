@@ -343,7 +343,7 @@ def _real(relative):
         pytest.skip(f"no {relative} under ULMA_DATA_DIR={REAL}")
 
 
-# the 13 malformed pairs of HH harmless-base test (docs/DATA.md explains each kind)
+# the 13 malformed pairs of HH harmless-base test (docs/DATASETS.md explains each kind)
 HH_TEST_BAD = {
     86: "chosen: the final Assistant turn is empty",
     516: "chosen: the final Assistant turn is empty",

@@ -26,7 +26,7 @@ text and ordered by a seeded hash of that text, so it depends only on the data c
 order or on where the file was read from). Red-team has a single file on the hub: its ``test`` split is
 held out the same way (2,312 transcripts, HH's test size, or a fifth of a smaller file).
 
-Malformed raw rows (docs/DATA.md) raise ``BadRowError`` by default; ``on_bad_row="skip"`` drops them.
+Malformed raw rows (docs/DATASETS.md) raise ``BadRowError`` by default; ``on_bad_row="skip"`` drops them.
 Either way ``last_report()`` describes the last load: examples read, bad rows (count and the first few
 indices and reasons), rows returned.
 """
