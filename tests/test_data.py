@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -468,3 +469,46 @@ def test_real_qa_feedback_dev():
     assert mini == {"mini_train": (389, 400), "mini_test": (98, 100)}  # (demonstrations, questions)
     rows = data.split_rows("qa_feedback", "mini_test", _real_raw("qa_feedback"))
     assert (rows[:8], sum(rows)) == ([4, 7, 12, 17, 18, 19, 20, 22], 25909)
+
+
+# -------------------------------------------------------------------------------------- vendored data
+def test_vendored_data_matches_its_manifest():
+    manifest = data.read_manifest()
+    assert set(manifest["files"]) == {"hh-rlhf/harmless-base/test.jsonl.gz", "qa-feedback/dev_feedback.json.gz"}
+    for relative, entry in manifest["files"].items():
+        path = data.BUNDLED_DIR / relative
+        raw = path.read_bytes()
+        assert (len(raw), hashlib.sha256(raw).hexdigest()) == (entry["bytes"], entry["sha256"]), relative
+        assert data.content_sha256(path) == entry["content_sha256"]
+        assert (data.BUNDLED_DIR / entry["licence_file"]).read_text().strip()
+        assert set(entry["upstream"]) >= {"repository", "path", "commit"}
+        # the loader reads this very file for the source's split, and finds the manifest's row count
+        assert data.locate(entry["source"], entry["split"], "bundled") == ("bundled", str(path))
+        load(entry["source"], "sft", entry["split"], "bundled")
+        assert data.last_report().num_examples == entry["rows"]
+    readme = (data.BUNDLED_DIR / "README.md").read_text()
+    assert all(relative in readme for relative in manifest["files"])
+
+
+def test_source_fingerprint_is_portable_and_follows_content(tmp_path, monkeypatch):
+    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+    bundled = data.source_fingerprint("qa_feedback", "mini_train")
+    # the published plain JSON file's sha256 (the upstream copy), though data/ stores it gzipped
+    assert bundled == {"source": "qa_feedback:qa-feedback/dev_feedback.json", "origin": "bundled",
+                       "sha256": "f394289ecfdc5a2d1663170254b92d75ad3c53ba36df9f627c70d4c6fc4f3291"}
+    # a plain copy elsewhere: same content, same sha256; no machine path anywhere in the description
+    (tmp_path / "qa-feedback").mkdir()
+    raw = gzip.decompress((data.BUNDLED_DIR / "qa-feedback/dev_feedback.json.gz").read_bytes())
+    (tmp_path / "qa-feedback/dev_feedback.json").write_bytes(raw)
+    copy = data.source_fingerprint("qa_feedback", "test", tmp_path)
+    assert copy["sha256"] == bundled["sha256"] and copy["origin"] == "local"
+    assert str(tmp_path) not in json.dumps(copy) and "/work" not in json.dumps(bundled)
+    # changed data: another fingerprint
+    (tmp_path / "qa-feedback/dev_feedback.json").write_bytes(raw.replace(b"Context", b"context", 1) + b" ")
+    assert data.source_fingerprint("qa_feedback", "test", tmp_path)["sha256"] != bundled["sha256"]
+    fixtures = data.source_fingerprint("hh", "train", "fixtures")
+    assert fixtures["source"] == "hh:hh-rlhf/harmless-base/train.jsonl.gz" and fixtures["origin"] == "fixtures"
+    own = tmp_path / "mine.jsonl"
+    own.write_text('{"prompt": "p", "completion": "c"}\n')
+    assert data.source_fingerprint(own) == {"source": "mine.jsonl", "origin": "local",
+                                            "sha256": hashlib.sha256(own.read_bytes()).hexdigest()}
