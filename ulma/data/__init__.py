@@ -24,11 +24,13 @@ import datasets
 
 from ulma.data import builtin
 from ulma.data.builtin import (
-    MAX_REPORTED, MINI_SEED, QA_COMPARISONS, RED_TEAM_TEST_SIZE, SOURCES, SPLITS, VIEW_FEATURES, VIEWS, BadRow,
-    BadRowError, LoadReport, Source, _parse_hh, _parse_qa, _parse_red_team, _prompt_key, borda_scores,
-    grouped_holdout, harmlessness_label, last_report, locate, parse_transcript, qa_prompt, source_location,
-    split_rows,
+    MINI_SEED, RED_TEAM_TEST_SIZE, SOURCES, SPLITS, Source, grouped_holdout, locate, source_location, split_rows,
 )
+from ulma.data.parsing import (
+    QA_COMPARISONS, VIEW_FEATURES, VIEWS, _parse_hh, _parse_qa, _parse_red_team, _prompt_key, borda_scores,
+    harmlessness_label, parse_transcript, qa_prompt,
+)
+from ulma.data.reports import MAX_REPORTED, BadRow, BadRowError, LoadReport, last_report
 from ulma.data.files import (
     BUNDLED_DIR, ENV_VAR, FIXTURES_DIR, MANIFEST, REPO_ROOT, DataError, DataFileError, DataFileNotFoundError,
     EmptyDatasetError, at, display_path, iter_data_files, read_manifest, resolve_data_dir, sha256_file, where,

@@ -34,10 +34,8 @@ from typing import Any
 
 import datasets
 
-from ulma.data.builtin import (
-    MAX_REPORTED, VIEW_FEATURES, VIEWS, BadRow, BadRowError, LoadReport, _reason_kind, parse_transcript,
-    set_last_report,
-)
+from ulma.data.parsing import VIEW_FEATURES, VIEWS, parse_transcript
+from ulma.data.reports import MAX_REPORTED, BadRow, BadRowError, LoadReport, _reason_kind, set_last_report
 from ulma.data.files import (
     DataFileError, DataFileNotFoundError, at, describe, display_path, iter_data_files, read_records, require_object,
 )
