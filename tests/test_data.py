@@ -512,3 +512,10 @@ def test_source_fingerprint_is_portable_and_follows_content(tmp_path, monkeypatc
     own.write_text('{"prompt": "p", "completion": "c"}\n')
     assert data.source_fingerprint(own) == {"source": "mine.jsonl", "origin": "local",
                                             "sha256": hashlib.sha256(own.read_bytes()).hexdigest()}
+
+
+def test_bundled_root_never_reaches_the_hub(no_network):
+    with pytest.raises(data.DataFileNotFoundError, match=r"golden_hh test: no file data/hh-golden/hh_golden/test.jsonl "
+                                                          r"\(the repository's data/ holds only the mini data"):
+        load("golden_hh", "sft", "test", "bundled")
+    assert no_network == []

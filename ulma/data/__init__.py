@@ -112,7 +112,8 @@ def source_fingerprint(name: str | os.PathLike, split: str = "train", data_dir: 
     Returns ``{"source", "origin", "sha256"}`` (+ ``"files"`` for a folder): ``source`` is symbolic
     (``hh:hh-rlhf/harmless-base/test.jsonl.gz``; a user file's name; ``hub:owner/name[split]``),
     ``origin`` where it was read (bundled | fixtures | local | hub), ``sha256`` the content hash
-    (`content_sha256`; for a folder, over its files' names and hashes). Put ``sha256`` in a config hash:
+    (`content_sha256`; for a folder, over its files' names and hashes; for a hub id, over the Arrow files
+    ``datasets`` prepared from it, so that reads the data once). Put ``sha256`` in a config hash:
     the same data gives the same value wherever it was read from.
     """
     if str(name) in SOURCES:
@@ -127,7 +128,9 @@ def source_fingerprint(name: str | os.PathLike, split: str = "train", data_dir: 
         joined = "".join(f"{k}\0{v}\n" for k, v in sorted(files.items()))
         return {"source": path.name + "/", "origin": "local", "files": files,
                 "sha256": hashlib.sha256(joined.encode()).hexdigest()}
-    if is_standard_source(name):  # a hub id: the datasets library's fingerprint of that revision's files
+    if is_standard_source(name):  # a hub id: the Arrow files the datasets library built from that revision
         table = datasets.load_dataset(str(name), split=split)
-        return {"source": f"hub:{name}[{split}]", "origin": "hub", "sha256": table._fingerprint}
+        files = sorted(content_sha256(f["filename"]) for f in table.cache_files)
+        return {"source": f"hub:{name}[{split}]", "origin": "hub",
+                "sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()}
     raise ValueError(f"unknown dataset {str(name)!r}; valid: {sorted(SOURCES)}, a local file or folder, or a hub id")

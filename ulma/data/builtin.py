@@ -44,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from datasets.utils.file_utils import cached_path
 
 from ulma.data.files import (
-    BUNDLED_DIR, DataFileNotFoundError, display_path, read_records, require_object, resolve_data_dir, where,
+    BUNDLED_DIR, FIXTURES_DIR, DataFileNotFoundError, display_path, read_records, require_object, resolve_data_dir,
+    where,
 )
 from ulma.data.parsing import (
     QA_COMPARISONS, VIEW_FEATURES, VIEWS, _PARSERS, _hh_view, _prompt_key, _qa_view, _red_team_view, check_fields,
@@ -207,8 +209,6 @@ def locate(name: str, split: str, data_dir: str | os.PathLike | None = None) -> 
         if bundled.is_file() or root == "bundled":
             return "bundled", str(bundled)
         return "hub", SOURCES[name].remote[_file_split(split)]
-    from ulma.data.files import FIXTURES_DIR
-
     origin = "fixtures" if Path(root).resolve() == FIXTURES_DIR.resolve() else "local"
     return origin, str(_local_file(Path(root), relative))
 
@@ -225,13 +225,14 @@ def fetch(name: str, split: str, data_dir=None) -> tuple[str, str, Path]:
     origin, location = locate(name, split, data_dir)
     if origin != "hub":
         if not Path(location).is_file():
+            remote = SOURCES[name].remote[_file_split(split)]
+            why = ("the repository's data/ holds only the mini data (HH harmless-base test, QA-feedback dev)"
+                   if origin == "bundled" else
+                   "the data root comes from the data_dir argument, else $ULMA_DATA_DIR, else the profile")
             raise DataFileNotFoundError(
-                f"{name} {split}: no file {display_path(location)} (the data root comes from the data_dir argument, "
-                f"else $ULMA_DATA_DIR, else the profile). Put a copy there laid out like the hub, or leave them "
-                f"unset to read {SOURCES[name].remote[_file_split(split)]}.", file=display_path(location))
+                f"{name} {split}: no file {display_path(location)} ({why}). Put a copy there laid out like the hub, "
+                f"point $ULMA_DATA_DIR at one, or use data_dir='hub' to read {remote}.", file=display_path(location))
         return origin, location, Path(location)
-    from datasets.utils.file_utils import cached_path
-
     try:
         return origin, location, Path(cached_path(location))
     except Exception as err:  # offline, or the remote moved: say what to do instead
