@@ -98,6 +98,8 @@ CASES = [
          mentions=("train.jsonl.gz row 1 (0-based; line 2)", "JSON object", "int 42")),
     Case("JSON line that is a list", HH_FILE, gz(jsonl([hh(), ["a", "b"]])), error=DataFileError,
          mentions=("row 1 (0-based; line 2)", "got list")),
+    Case("first JSON line a list", HH_FILE, gz(jsonl([["a", "b"], hh()])), error=DataFileError,
+         mentions=("row 0 (0-based; line 1)", "got list")),
     Case("JSON line that is null", HH_FILE, gz(jsonl([hh(), None])), error=DataFileError, mentions=("row 1", "got null")),
     Case("field missing in every row", HH_FILE, gz(jsonl([{"choice": "a", "rejected": "b"}] * 2)), error=DataFileError,
          mentions=("train.jsonl.gz", "field 'chosen'", "missing in every row", "choice")),

@@ -119,14 +119,17 @@ def read_records(path: str | os.PathLike, shown: str | None = None) -> tuple[lis
     if not path.is_file():
         raise DataFileNotFoundError(f"{shown}: no such file", file=shown)
     text = _decode(_open_bytes(path, shown), shown)
-    if text.lstrip().startswith("["):  # one JSON array (QA-feedback, the red-team file)
+    if text.lstrip().startswith("["):  # one JSON array (QA-feedback, the red-team file) ...
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataFileError(f"{shown} line {err.lineno} column {err.colno}: invalid JSON ({err.msg})", file=shown) from None
-        if not records:
-            raise DataFileError(f"{shown}: the JSON array is empty: no rows", file=shown)
-        return records, None
+            if err.msg != "Extra data":  # ... unless more follows it: JSON lines whose first record is a list
+                raise DataFileError(f"{shown} line {err.lineno} column {err.colno}: invalid JSON ({err.msg})",
+                                    file=shown) from None
+        else:
+            if not records:
+                raise DataFileError(f"{shown}: the JSON array is empty: no rows", file=shown)
+            return records, None
     records, lines = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
