@@ -152,6 +152,12 @@ def test_hub_id_is_read_with_datasets_and_checked(monkeypatch):
     assert calls == [("someone/prefs", "train")] * 2
 
 
+def test_a_missing_file_is_named(tmp_path):
+    for name in ("data/mine.jsonl", tmp_path / "nope.parquet"):
+        with pytest.raises(DataFileNotFoundError, match="nope.parquet: no such file|data/mine.jsonl: no such file"):
+            load(name, "sft")
+
+
 def test_not_a_dataset_at_all():
     with pytest.raises(ValueError, match=r"unknown dataset 'nonsense'; valid: \['golden_hh', 'hh', 'qa_feedback', "
                                          r"'red_team'\], a local file or folder, or a hub dataset id"):

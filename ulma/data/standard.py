@@ -37,7 +37,8 @@ import datasets
 from ulma.data.parsing import VIEW_FEATURES, VIEWS, parse_transcript
 from ulma.data.reports import MAX_REPORTED, BadRow, BadRowError, LoadReport, _reason_kind, set_last_report
 from ulma.data.files import (
-    DataFileError, DataFileNotFoundError, at, describe, display_path, iter_data_files, read_records, require_object,
+    DATA_SUFFIXES, DataFileError, DataFileNotFoundError, at, describe, display_path, iter_data_files, read_records,
+    require_object,
 )
 
 logger = logging.getLogger("ulma.data")
@@ -128,8 +129,9 @@ def _read_hub(dataset_id: str, split: str) -> _Rows:
 
 
 def is_standard_source(name: str | os.PathLike) -> bool:
-    """A local file or folder, or something shaped like a hub dataset id (``owner/name``)."""
-    return Path(name).expanduser().exists() or bool(_HUB_ID.match(str(name)))
+    """A local file or folder, a data file's name (missing: load says so), or a hub id (``owner/name``)."""
+    text = str(name)
+    return Path(text).expanduser().exists() or text.endswith(DATA_SUFFIXES) or bool(_HUB_ID.match(text))
 
 
 # ------------------------------------------------------------------------------------------ checking
@@ -298,7 +300,7 @@ def load_standard(path_or_id: str | os.PathLike, view: str, split: str = "train"
     path = Path(path_or_id).expanduser()
     if path.exists():
         data, shown = _read_local(path, split), display_path(path)
-    elif _HUB_ID.match(str(path_or_id)):
+    elif _HUB_ID.match(str(path_or_id)) and not str(path_or_id).endswith(DATA_SUFFIXES):
         data, shown = _read_hub(str(path_or_id), split), f"{path_or_id} [{split}]"
     else:
         raise DataFileNotFoundError(f"{path_or_id}: no such file or folder (and not a hub id owner/name)",
