@@ -106,7 +106,8 @@ def content_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def source_fingerprint(name: str | os.PathLike, split: str = "train", data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def source_fingerprint(name: str | os.PathLike, split: str = "train",
+                       data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """What `load(name, ..., split, data_dir)` reads, described without any machine path.
 
     Returns ``{"source", "origin", "sha256"}`` (+ ``"files"`` for a folder): ``source`` is symbolic

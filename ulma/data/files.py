@@ -175,7 +175,8 @@ def iter_data_files(folder: Path) -> Iterator[Path]:
 
 
 # ----------------------------------------------------------------------------------------- locations
-def resolve_data_dir(data_dir: str | os.PathLike | None = None, profile_data_dir: str | os.PathLike | None = None) -> Path | str | None:
+def resolve_data_dir(data_dir: str | os.PathLike | None = None,
+                     profile_data_dir: str | os.PathLike | None = None) -> Path | str | None:
     """The data root to read, by precedence: `data_dir`, $ULMA_DATA_DIR, `profile_data_dir`, default.
 
     Returns a Path (``fixtures`` -> tests/fixtures; a path as given, ``~`` expanded), the string ``"hub"``

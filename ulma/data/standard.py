@@ -225,7 +225,8 @@ def _dialogue(value: list, field: str) -> list[dict[str, str]]:
             raise _Bad(f"field {field!r}: message {k} has role {m['role']!r}, expected one of {list(ROLES)}")
         messages.append({"role": m["role"], "content": m["content"]})
     if len(messages) < 2 or messages[-1]["role"] != "assistant" or messages[-2]["role"] != "user":
-        raise _Bad(f"field {field!r}: without a prompt column, a dialogue must end with a user then an assistant message")
+        raise _Bad(f"field {field!r}: without a prompt column, a dialogue must end with a user then an "
+                   f"assistant message")
     return messages
 
 
