@@ -184,6 +184,9 @@ CASES = [
          check=lambda rows: len(rows) == 2),
     Case("CRLF lines and blank lines", HH_FILE, gz(jsonl([hh()]).replace(b"\n", b"\r\n") + b"\r\n\r\n" + jsonl([hh("a", "b")])),
          error=None, check=lambda rows: len(rows) == 2 and rows[1]["chosen"] == "a"),
+    Case("line separators inside strings", HH_FILE,
+         gz(jsonl([hh()]) + json.dumps(hh("a\u2028b\x85c"), ensure_ascii=False).encode() + b"\n"), error=None,
+         check=lambda rows: len(rows) == 2 and rows[1]["chosen"] == "a\u2028b\x85c"),
     Case("QA identical predictions compared", QA_FILE,
          json.dumps([qa(**{"prediction 2": "answer 1"})]).encode(), name="qa_feedback", error=None,
          check=lambda rows: len(rows) == 4 and data.last_report().num_identical_dropped == 1),  # 5 non-ties - 1

@@ -131,7 +131,8 @@ def read_records(path: str | os.PathLike, shown: str | None = None) -> tuple[lis
                 raise DataFileError(f"{shown}: the JSON array is empty: no rows", file=shown)
             return records, None
     records, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split at "\n" only: str.splitlines also breaks at U+2028, U+0085 and others, which JSON strings may hold
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue  # blank lines (a trailing newline, CRLF files) are not records
         try:
