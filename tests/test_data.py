@@ -1,4 +1,4 @@
-"""ulma.data: the four sources -> three views, on the project's fixtures and (when present) the real copies."""
+"""ulma.data: the four sources -> three views, on the project's fixtures and on the real data vendored under data/."""
 from __future__ import annotations
 
 import functools
