@@ -152,6 +152,15 @@ def test_hub_id_is_read_with_datasets_and_checked(monkeypatch):
     assert calls == [("someone/prefs", "train")] * 2
 
 
+def test_available_views(tmp_path):
+    prefs = write_jsonl(tmp_path / "p.jsonl", PREFERENCE)
+    kto = write_jsonl(tmp_path / "k.jsonl", [{"prompt": "p", "completion": "c", "label": False}])
+    demos = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}])
+    assert data.available_views(prefs) == ("sft", "pairwise", "pointwise")
+    assert data.available_views(kto) == ("sft", "pointwise") and data.available_views(demos) == ("sft",)
+    assert data.available_views("red_team") == ("sft", "pointwise") and "pairwise" in data.available_views("hh")
+
+
 def test_a_missing_file_is_named(tmp_path):
     for name in ("data/mine.jsonl", tmp_path / "nope.parquet"):
         with pytest.raises(DataFileNotFoundError, match="nope.parquet: no such file|data/mine.jsonl: no such file"):

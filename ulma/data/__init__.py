@@ -35,10 +35,10 @@ from ulma.data.files import (
     BUNDLED_DIR, ENV_VAR, FIXTURES_DIR, MANIFEST, REPO_ROOT, DataError, DataFileError, DataFileNotFoundError,
     EmptyDatasetError, at, display_path, iter_data_files, read_manifest, resolve_data_dir, sha256_file, where,
 )
-from ulma.data.standard import FORMATS, detect_format, is_standard_source, load_standard
+from ulma.data.standard import FORMATS, detect_format, is_standard_source, load_standard, standard_views
 
 __all__ = [
-    "load", "load_standard", "require_rows", "source_fingerprint", "last_report", "resolve_data_dir",
+    "load", "load_standard", "available_views", "require_rows", "source_fingerprint", "last_report", "resolve_data_dir",
     "source_location", "DataError", "DataFileError", "DataFileNotFoundError", "BadRowError", "EmptyDatasetError",
     "LoadReport", "BadRow", "SOURCES", "VIEWS", "SPLITS", "FORMATS", "ENV_VAR", "FIXTURES_DIR", "BUNDLED_DIR",
     "parse_transcript", "qa_prompt", "borda_scores", "harmlessness_label", "grouped_holdout", "split_rows",
@@ -61,6 +61,17 @@ def load(name: str | os.PathLike, view: str, split: str = "train", data_dir: str
         if unknown:
             raise ValueError(f"option(s) {unknown} do not apply to own data ({name}); its options: ['on_bad_row']")
         return load_standard(name, view, split, **options)
+    raise ValueError(f"unknown dataset {str(name)!r}; valid: {sorted(SOURCES)}, a local file or folder, "
+                     f"or a hub dataset id (owner/name)")
+
+
+def available_views(name: str | os.PathLike, split: str = "train") -> tuple[str, ...]:
+    """The views `load(name, view, split)` can give: a built-in source's (red_team: no pairwise), or, for
+    a user's data, those of its format (reads it). For the checks made before training or evaluating."""
+    if str(name) in SOURCES:
+        return SOURCES[str(name)].views
+    if is_standard_source(name):
+        return standard_views(name, split)
     raise ValueError(f"unknown dataset {str(name)!r}; valid: {sorted(SOURCES)}, a local file or folder, "
                      f"or a hub dataset id (owner/name)")
 

@@ -285,6 +285,27 @@ def _view(rows: list[dict], indices: list[int], fmt: str, view: str, shown: str)
     return out
 
 
+FORMAT_VIEWS = {"preference": VIEWS, "unpaired": ("sft", "pointwise"), "prompt_completion": ("sft",)}
+
+
+def _read(path_or_id: str | os.PathLike, split: str) -> tuple[_Rows, str]:
+    split = _SPLIT_ALIASES.get(split, split)
+    path = Path(path_or_id).expanduser()
+    if path.exists():
+        return _read_local(path, split), display_path(path)
+    if _HUB_ID.match(str(path_or_id)) and not str(path_or_id).endswith(DATA_SUFFIXES):
+        return _read_hub(str(path_or_id), split), f"{path_or_id} [{split}]"
+    raise DataFileNotFoundError(f"{path_or_id}: no such file or folder (and not a hub id owner/name)",
+                                file=str(path_or_id))
+
+
+def standard_views(path_or_id: str | os.PathLike, split: str = "train") -> tuple[str, ...]:
+    """The views a user's data has, from its format (preference: all three; unpaired: sft, pointwise;
+    prompt-completion: sft). Reads the data; raises like `load_standard`."""
+    data, shown = _read(path_or_id, split)
+    return FORMAT_VIEWS[detect_format(data.records, shown)]
+
+
 def load_standard(path_or_id: str | os.PathLike, view: str, split: str = "train", *,
                   on_bad_row: str = "raise") -> datasets.Dataset:
     """Read a user's data (file, folder or hub id) in a standard format and return `view` of `split`.
@@ -298,14 +319,7 @@ def load_standard(path_or_id: str | os.PathLike, view: str, split: str = "train"
     if on_bad_row not in ("raise", "skip"):
         raise ValueError(f"on_bad_row={on_bad_row!r} is not one of ['raise', 'skip']")
     split = _SPLIT_ALIASES.get(split, split)
-    path = Path(path_or_id).expanduser()
-    if path.exists():
-        data, shown = _read_local(path, split), display_path(path)
-    elif _HUB_ID.match(str(path_or_id)) and not str(path_or_id).endswith(DATA_SUFFIXES):
-        data, shown = _read_hub(str(path_or_id), split), f"{path_or_id} [{split}]"
-    else:
-        raise DataFileNotFoundError(f"{path_or_id}: no such file or folder (and not a hub id owner/name)",
-                                    file=str(path_or_id))
+    data, shown = _read(path_or_id, split)
     fmt = detect_format(data.records, shown)
     rows, indices, bad = [], [], []
     for i, record in enumerate(data.records):
@@ -315,7 +329,7 @@ def load_standard(path_or_id: str | os.PathLike, view: str, split: str = "train"
         except _Bad as err:
             file, file_row, line = data.places[i]
             bad.append(BadRow(i, file_row, str(err), line, file))
-    report = LoadReport(str(path_or_id) if not path.exists() else shown, view, split, shown, on_bad_row,
+    report = LoadReport(shown, view, split, shown, on_bad_row,
                         num_examples=len(data.records), num_bad=len(bad), bad=bad[:MAX_REPORTED],
                         bad_reasons=dict(Counter(_reason_kind(b.reason) for b in bad)))
     set_last_report(report)
