@@ -1,4 +1,6 @@
 # The two README commands: `make test` and `make reproduce` (PROFILE=mini by default).
+# `tiny` and `mini` read the data vendored under data/ and a pip-installed model: no hub, no network
+# switch needed (the `paper` profile reaches the hub).
 # Both create .venv on first use; later runs reuse it (the stamp is remade only when pyproject changes).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,7 +9,6 @@ PY     := $(VENV)/bin/python
 # The CPU wheel of torch; GPU users install their CUDA build into the venv first (see README) and
 # set TORCH_SPEC= to keep it.
 TORCH_SPEC ?= torch==2.13.0
-export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 

@@ -148,6 +148,17 @@ def test_a_last_turn_longer_than_the_limit_keeps_its_end(tokenizer):
     assert "the question" in decode(out["prompt_ids"])
 
 
+def test_tokenize_refuses_an_empty_dataset_and_names_missing_columns():
+    from ulma.data import EmptyDatasetError
+
+    empty = datasets.Dataset.from_dict({"prompt": [], "completion": []})
+    with pytest.raises(EmptyDatasetError, match="nothing to tokenize: the sft dataset has 0 rows .*require_rows"):
+        tokenize_dataset(empty, PLAIN, "sft", max_prompt_length=8, max_completion_length=8)
+    with pytest.raises(ValueError, match=r"missing \['label'\] \(it has \['prompt', 'completion'\]\)"):
+        tokenize_dataset(datasets.Dataset.from_list([{"prompt": [], "completion": "c"}]), PLAIN, "pointwise",
+                         max_prompt_length=8, max_completion_length=8)
+
+
 def test_tokenize_a_fixture_view():
     ds = load("hh", "pointwise", split="test", data_dir=FIXTURES, on_bad_row="skip")
     out = tokenize_dataset(ds, PLAIN, "pointwise", max_prompt_length=96, max_completion_length=48)

@@ -1,8 +1,9 @@
-"""ulma.data: the four sources -> three views, on the project's fixtures and (when present) the real copies."""
+"""ulma.data: the four sources -> three views, on the project's fixtures and on the real data vendored under data/."""
 from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from ulma import data
 from ulma.data import BadRowError, load, parse_transcript
 
 FIXTURES = Path(__file__).parent / "fixtures"
-REAL = os.environ.get("ULMA_DATA_DIR")
+REAL = os.environ.get("ULMA_DATA_DIR") or str(data.BUNDLED_DIR)  # the vendored mini data by default
 
 
 def _fixture_module():
@@ -76,12 +77,15 @@ def test_parse_transcript_malformed(text, reason):
 
 
 # --------------------------------------------------------------------------------------------- HH
-def test_hh_bad_rows_raise_by_default_with_index_and_reason():
+def test_hh_bad_rows_raise_on_request_naming_file_row_and_field():
     with pytest.raises(BadRowError) as info:
-        load("hh", "pairwise", split="test", data_dir=FIXTURES)
+        load("hh", "pairwise", split="test", data_dir=FIXTURES, on_bad_row="raise")
     assert isinstance(info.value, ValueError)
     assert info.value.index == 3 and "final Assistant turn is empty" in info.value.reason
-    assert "row 3" in str(info.value) and "on_bad_row='skip'" in str(info.value)
+    assert str(info.value).startswith("tests/fixtures/hh-rlhf/harmless-base/test.jsonl.gz row 3 (0-based; line 4), "
+                                      "field 'chosen': the final Assistant turn is empty")
+    assert "6 of 30 examples are malformed" in str(info.value) and "on_bad_row='skip'" in str(info.value)
+    assert (info.value.file, info.value.row, info.value.field) == ("tests/fixtures/hh-rlhf/harmless-base/test.jsonl.gz", 3, "chosen")
     report = data.last_report()
     assert report.num_bad == len(MF.HH_BAD["test"]) == 6
     assert [b.index for b in report.bad] == sorted(MF.HH_BAD["test"])
@@ -92,12 +96,12 @@ def test_hh_skip_reports_every_kind_of_malformed_row():
     report = data.last_report()
     reasons = {b.index: b.reason for b in report.bad}
     assert report.num_examples == 30 and report.num_bad == 6 and report.num_rows == 24
-    assert "chosen: the final Assistant turn is empty" == reasons[3]
+    assert "field 'chosen': the final Assistant turn is empty" == reasons[3]
     assert "differ before the final reply" in reasons[9]
     assert "do not alternate" in reasons[14]
     assert "no final Assistant turn" in reasons[20]
-    assert "chosen: empty transcript" in reasons[25]
-    assert reasons[28] == "rejected: text before the first Human turn"
+    assert "field 'chosen': empty transcript" in reasons[25]
+    assert reasons[28] == "field 'rejected': text before the first Human turn"
     assert "30 examples, 6 malformed (skip), 24 sft rows" in str(report)
 
 
@@ -231,8 +235,8 @@ def test_qa_empty_corrections_are_counted_not_errors():
 
 
 def test_qa_bad_row_raises():
-    with pytest.raises(BadRowError, match="row 5: preference .* is not 6 codes"):
-        load("qa_feedback", "pairwise", split="train", data_dir=FIXTURES)
+    with pytest.raises(BadRowError, match=r"train_feedback.json row 5 \(0-based\), field 'preference': .* is not 6 codes"):
+        load("qa_feedback", "pairwise", split="train", data_dir=FIXTURES, on_bad_row="raise")
 
 
 # ------------------------------------------------------------------------------------------- mini
@@ -288,7 +292,7 @@ def test_grouped_holdout_depends_only_on_content():
         (("hh", "sft", "dev"), {}, r"unknown split 'dev'; valid: \['train', 'test', 'mini_train', 'mini_test'\]"),
         (("hh", "sft"), {"labels": "binary"}, r"do not apply to hh; its options: \['on_bad_row'\]"),
         (("qa_feedback", "sft"), {"labels": "soft"}, r"labels='soft' is not one of \['binary', 'continuous'\]"),
-        (("hh", "sft"), {"on_bad_row": "ignore"}, r"is not one of \['raise', 'skip'\]"),
+        (("hh", "sft"), {"on_bad_row": "ignore"}, r"is not one of \['skip', 'raise'\]"),
     ],
 )
 def test_invalid_arguments(args, kwargs, match):
@@ -305,28 +309,73 @@ def test_missing_local_file_names_path_and_env_var(tmp_path):
 
 def test_source_locations(monkeypatch, tmp_path):
     monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
-    assert data.source_location("hh", "mini_train") == "hf://datasets/Anthropic/hh-rlhf/harmless-base/test.jsonl.gz"
-    assert data.source_location("red_team", "test").endswith("hh-rlhf/red-team-attempts/red_team_attempts.jsonl.gz")
+    # the repository's data/ holds the mini data: read it, not the hub
+    assert data.locate("hh", "mini_train") == ("bundled", str(data.BUNDLED_DIR / "hh-rlhf/harmless-base/test.jsonl.gz"))
+    assert data.locate("qa_feedback", "test") == ("bundled", str(data.BUNDLED_DIR / "qa-feedback/dev_feedback.json.gz"))
+    # what it does not hold comes from the hub
+    assert data.source_location("hh", "train") == "hf://datasets/Anthropic/hh-rlhf/harmless-base/train.jsonl.gz"
     assert data.source_location("golden_hh", "train") == (
         "hf://datasets/Unified-Language-Model-Alignment/Anthropic_HH_Golden/hh_golden/train.jsonl"
     )
-    assert data.source_location("qa_feedback", "test") == (
-        "https://raw.githubusercontent.com/allenai/FineGrainedRLHF/main/tasks/qa_feedback/data/dev_feedback.json"
+    assert data.source_location("qa_feedback", "train") == (
+        "https://raw.githubusercontent.com/allenai/FineGrainedRLHF/main/tasks/qa_feedback/data/train_feedback.json"
     )
+    assert data.source_location("red_team", "test", "hub").endswith("hh-rlhf/red-team-attempts/red_team_attempts.jsonl.gz")
+    assert data.source_location("hh", "test", "hub") == "hf://datasets/Anthropic/hh-rlhf/harmless-base/test.jsonl.gz"
     monkeypatch.setenv("ULMA_DATA_DIR", str(tmp_path))
     assert data.source_location("qa_feedback", "train") == str(tmp_path / "qa-feedback/train_feedback.json")
-    assert data.source_location("hh", "test", "fixtures") == str(FIXTURES / "hh-rlhf/harmless-base/test.jsonl.gz")
+    assert data.locate("hh", "test") == ("local", str(tmp_path / "hh-rlhf/harmless-base/test.jsonl.gz"))
+    (tmp_path / "qa-feedback").mkdir()
+    (tmp_path / "qa-feedback/dev_feedback.json.gz").write_bytes(b"")
+    assert data.source_location("qa_feedback", "test") == str(tmp_path / "qa-feedback/dev_feedback.json.gz")  # a .gz copy
+    assert data.locate("hh", "test", "fixtures") == ("fixtures", str(FIXTURES / "hh-rlhf/harmless-base/test.jsonl.gz"))
     assert data.source_location("golden_hh", "test", "/x") == "/x/hh-golden/hh_golden/test.jsonl"
 
 
-def test_hub_unreachable_says_where_a_local_copy_goes(monkeypatch):
-    from huggingface_hub import constants
-
-    if not constants.HF_HUB_OFFLINE:
-        pytest.skip("needs HF_HUB_OFFLINE=1 (this test must never reach the network)")
+def test_resolve_data_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+    assert data.resolve_data_dir() is None and data.resolve_data_dir(None, None) is None
+    assert data.resolve_data_dir(None, "fixtures") == FIXTURES.resolve()
+    assert data.resolve_data_dir(None, "hub") == "hub" and data.resolve_data_dir("bundled") == "bundled"
+    monkeypatch.setenv("ULMA_DATA_DIR", str(tmp_path))
+    assert data.resolve_data_dir(None, "fixtures") == tmp_path  # the variable beats the profile
+    assert data.resolve_data_dir("fixtures", "hub") == FIXTURES.resolve()  # the argument beats both
+    monkeypatch.setenv("ULMA_DATA_DIR", "")
+    assert data.resolve_data_dir(None, "hub") == "hub"  # an empty variable is unset
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test (and is recorded)."""
+    import socket
+
+    attempts = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"test: network access to {address} refused")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))
+    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+    return attempts
+
+
+def test_mini_data_loads_without_network(no_network):
+    """The mini profile's data (HH and QA-feedback, every split it uses) comes from the repository."""
+    for name, view in (("hh", "pointwise"), ("hh", "pairwise"), ("qa_feedback", "sft"), ("qa_feedback", "pointwise")):
+        for split in ("mini_train", "mini_test", "test"):
+            assert len(load(name, view, split)) > 0
+            assert data.last_report().source.startswith("data/")
+    assert data.source_fingerprint("hh", "mini_train")["origin"] == "bundled"
+    assert no_network == []
+
+
+def test_hub_unreachable_says_where_a_local_copy_goes(no_network):
     with pytest.raises(ConnectionError, match="hh_golden/test.jsonl .*ULMA_DATA_DIR at a local copy laid out as hh-golden"):
         load("golden_hh", "sft", split="test")
+    assert no_network  # it did try the hub, and only because data/ does not hold Golden HH
 
 
 def test_fixtures_regenerate_byte_for_byte(tmp_path):
@@ -336,42 +385,52 @@ def test_fixtures_regenerate_byte_for_byte(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- real copies
-def _real(relative):
-    if not REAL:
-        pytest.skip("ULMA_DATA_DIR is not set: the real offline copies are not available")
-    if not (Path(REAL) / relative).is_file():
-        pytest.skip(f"no {relative} under ULMA_DATA_DIR={REAL}")
+# The repository's data/ holds HH harmless-base test and QA-feedback dev; $ULMA_DATA_DIR may point at
+# another copy of them (the same bytes: the numbers below hold for both).
+def _real(name, split="test"):
+    location = data.source_location(name, split, REAL)
+    if not Path(location).is_file():
+        pytest.skip(f"no {location}")
+    return location
+
+
+def _real_raw(name):
+    from ulma.data.files import read_records
+
+    records, _ = read_records(_real(name))
+    return {k: [r[k] for r in records] for k in data.SOURCES[name].fields}
 
 
 # the 13 malformed pairs of HH harmless-base test (docs/DATASETS.md explains each kind)
 HH_TEST_BAD = {
-    86: "chosen: the final Assistant turn is empty",
-    516: "chosen: the final Assistant turn is empty",
-    925: "chosen: the final Assistant turn is empty",
-    1103: "chosen: the final Assistant turn is empty",
-    667: "chosen: turns do not alternate",  # a second Assistant turn inside the shared dialogue
-    763: "chosen: turns do not alternate",
-    1319: "chosen: turns do not alternate",
-    1849: "chosen: turns do not alternate",
-    1254: "chosen: turns do not alternate",  # the extra Assistant turn is in one side's final reply
-    1688: "chosen: turns do not alternate",
-    1952: "chosen: turns do not alternate",
-    2036: "chosen: turns do not alternate",
-    1950: "rejected: turns do not alternate",
+    86: "field 'chosen': the final Assistant turn is empty",
+    516: "field 'chosen': the final Assistant turn is empty",
+    925: "field 'chosen': the final Assistant turn is empty",
+    1103: "field 'chosen': the final Assistant turn is empty",
+    667: "field 'chosen': turns do not alternate",  # a second Assistant turn inside the shared dialogue
+    763: "field 'chosen': turns do not alternate",
+    1319: "field 'chosen': turns do not alternate",
+    1849: "field 'chosen': turns do not alternate",
+    1254: "field 'chosen': turns do not alternate",  # the extra Assistant turn is in one side's final reply
+    1688: "field 'chosen': turns do not alternate",
+    1952: "field 'chosen': turns do not alternate",
+    2036: "field 'chosen': turns do not alternate",
+    1950: "field 'rejected': turns do not alternate",
 }
 
 
 @pytest.mark.real_data
 def test_real_hh_test():
-    _real("hh-rlhf/harmless-base/test.jsonl.gz")
-    with pytest.raises(BadRowError, match="row 86: chosen: the final Assistant turn is empty. 13 of 2312"):
-        load("hh", "pointwise", split="test")
-    points = load("hh", "pointwise", split="test", on_bad_row="skip")
+    _real("hh")
+    with pytest.raises(BadRowError, match=r"row 86 \(0-based; line 87\), field 'chosen': the final Assistant turn is "
+                                          r"empty .*13 of 2312"):
+        load("hh", "pointwise", split="test", data_dir=REAL, on_bad_row="raise")
+    points = load("hh", "pointwise", split="test", data_dir=REAL)  # skipping is the default
     report = data.last_report()
     assert (report.num_examples, report.num_bad, len(points)) == (2312, 13, 2 * 2299)
     assert report.num_bad > len(report.bad) == data.MAX_REPORTED
-    raw = _real_raw("hh-rlhf/harmless-base/test.jsonl.gz")
-    parsed = raw.map(data._parse_hh, batched=True, with_indices=True, remove_columns=raw.column_names)
+    raw = _real_raw("hh")
+    parsed = data._parse_hh(raw, range(len(raw["chosen"])))
     found = {i: e for i, e in enumerate(parsed["error"]) if e}
     assert set(found) == set(HH_TEST_BAD)
     assert all(found[i].startswith(reason) for i, reason in HH_TEST_BAD.items())
@@ -380,31 +439,25 @@ def test_real_hh_test():
 
 @pytest.mark.real_data
 def test_real_hh_mini_split():
-    _real("hh-rlhf/harmless-base/test.jsonl.gz")
-    train = load("hh", "pairwise", split="mini_train", on_bad_row="skip")
+    _real("hh")
+    train = load("hh", "pairwise", split="mini_train", data_dir=REAL)
     assert (data.last_report().num_examples, data.last_report().num_bad, len(train)) == (2000, 12, 1988)
-    test = load("hh", "pairwise", split="mini_test", on_bad_row="skip")
+    test = load("hh", "pairwise", split="mini_test", data_dir=REAL)
     assert (data.last_report().num_examples, data.last_report().num_bad, len(test)) == (312, 1, 311)
     assert not {json.dumps(p) for p in train["prompt"]} & {json.dumps(p) for p in test["prompt"]}
     # pinned: the same pairs on every machine, from the hub or a local copy (rows of test.jsonl.gz)
-    rows = data.split_rows("hh", "mini_test", _real_raw("hh-rlhf/harmless-base/test.jsonl.gz"))
+    rows = data.split_rows("hh", "mini_test", _real_raw("hh"))
     assert (len(rows), rows[:8], sum(rows)) == (312, [9, 20, 33, 34, 37, 38, 43, 56], 370563)
-
-
-def _real_raw(relative):
-    import datasets
-
-    return datasets.load_dataset("json", data_files=str(Path(REAL) / relative), split="train")
 
 
 @pytest.mark.real_data
 def test_real_qa_feedback_dev():
-    _real("qa-feedback/dev_feedback.json")
+    _real("qa_feedback")
     sizes = {
-        "sft": len(load("qa_feedback", "sft", split="test")),
-        "binary": len(load("qa_feedback", "pointwise", split="test")),
-        "continuous": len(load("qa_feedback", "pointwise", split="test", labels="continuous")),
-        "pairwise": len(load("qa_feedback", "pairwise", split="test")),
+        "sft": len(load("qa_feedback", "sft", split="test", data_dir=REAL)),
+        "binary": len(load("qa_feedback", "pointwise", split="test", data_dir=REAL)),
+        "continuous": len(load("qa_feedback", "pointwise", split="test", data_dir=REAL, labels="continuous")),
+        "pairwise": len(load("qa_feedback", "pairwise", split="test", data_dir=REAL)),
     }
     # 500 questions, none malformed; 13 empty corrected-predictions; 464 first predictions with an
     # error span; 3,000 comparisons of which 384 ties
@@ -412,7 +465,57 @@ def test_real_qa_feedback_dev():
     assert data.last_report().num_bad == 0
     mini = {}
     for split in ("mini_train", "mini_test"):
-        mini[split] = (len(load("qa_feedback", "sft", split=split)), data.last_report().num_examples)
+        mini[split] = (len(load("qa_feedback", "sft", split=split, data_dir=REAL)), data.last_report().num_examples)
     assert mini == {"mini_train": (389, 400), "mini_test": (98, 100)}  # (demonstrations, questions)
-    rows = data.split_rows("qa_feedback", "mini_test", _real_raw("qa-feedback/dev_feedback.json"))
+    rows = data.split_rows("qa_feedback", "mini_test", _real_raw("qa_feedback"))
     assert (rows[:8], sum(rows)) == ([4, 7, 12, 17, 18, 19, 20, 22], 25909)
+
+
+# -------------------------------------------------------------------------------------- vendored data
+def test_vendored_data_matches_its_manifest():
+    manifest = data.read_manifest()
+    assert set(manifest["files"]) == {"hh-rlhf/harmless-base/test.jsonl.gz", "qa-feedback/dev_feedback.json.gz"}
+    for relative, entry in manifest["files"].items():
+        path = data.BUNDLED_DIR / relative
+        raw = path.read_bytes()
+        assert (len(raw), hashlib.sha256(raw).hexdigest()) == (entry["bytes"], entry["sha256"]), relative
+        assert data.content_sha256(path) == entry["content_sha256"]
+        assert (data.BUNDLED_DIR / entry["licence_file"]).read_text().strip()
+        assert set(entry["upstream"]) >= {"repository", "path", "commit"}
+        # the loader reads this very file for the source's split, and finds the manifest's row count
+        assert data.locate(entry["source"], entry["split"], "bundled") == ("bundled", str(path))
+        load(entry["source"], "sft", entry["split"], "bundled")
+        assert data.last_report().num_examples == entry["rows"]
+    readme = (data.BUNDLED_DIR / "README.md").read_text()
+    assert all(relative in readme for relative in manifest["files"])
+
+
+def test_source_fingerprint_is_portable_and_follows_content(tmp_path, monkeypatch):
+    monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
+    bundled = data.source_fingerprint("qa_feedback", "mini_train")
+    # the published plain JSON file's sha256 (the upstream copy), though data/ stores it gzipped
+    assert bundled == {"source": "qa_feedback:qa-feedback/dev_feedback.json", "origin": "bundled",
+                       "sha256": "f394289ecfdc5a2d1663170254b92d75ad3c53ba36df9f627c70d4c6fc4f3291"}
+    # a plain copy elsewhere: same content, same sha256; no machine path anywhere in the description
+    (tmp_path / "qa-feedback").mkdir()
+    raw = gzip.decompress((data.BUNDLED_DIR / "qa-feedback/dev_feedback.json.gz").read_bytes())
+    (tmp_path / "qa-feedback/dev_feedback.json").write_bytes(raw)
+    copy = data.source_fingerprint("qa_feedback", "test", tmp_path)
+    assert copy["sha256"] == bundled["sha256"] and copy["origin"] == "local"
+    assert str(tmp_path) not in json.dumps(copy) and "/work" not in json.dumps(bundled)
+    # changed data: another fingerprint
+    (tmp_path / "qa-feedback/dev_feedback.json").write_bytes(raw.replace(b"Context", b"context", 1) + b" ")
+    assert data.source_fingerprint("qa_feedback", "test", tmp_path)["sha256"] != bundled["sha256"]
+    fixtures = data.source_fingerprint("hh", "train", "fixtures")
+    assert fixtures["source"] == "hh:hh-rlhf/harmless-base/train.jsonl.gz" and fixtures["origin"] == "fixtures"
+    own = tmp_path / "mine.jsonl"
+    own.write_text('{"prompt": "p", "completion": "c"}\n')
+    assert data.source_fingerprint(own) == {"source": "mine.jsonl", "origin": "local",
+                                            "sha256": hashlib.sha256(own.read_bytes()).hexdigest()}
+
+
+def test_bundled_root_never_reaches_the_hub(no_network):
+    with pytest.raises(data.DataFileNotFoundError, match=r"golden_hh test: no file data/hh-golden/hh_golden/test.jsonl "
+                                                          r"\(the repository's data/ holds only the mini data"):
+        load("golden_hh", "sft", "test", "bundled")
+    assert no_network == []

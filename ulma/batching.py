@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ulma.data.files import EmptyDatasetError
+
 IGNORE_INDEX = -100
 _PLAIN_ROLES = {"user": "Human", "assistant": "Assistant"}
 
@@ -104,9 +106,13 @@ def tokenize_dataset(dataset, tokenizer, view: str, *, max_prompt_length: int, m
     """
     if view not in _NEEDS:
         raise ValueError(f"unknown view {view!r}; valid: {sorted(_NEEDS)}")
+    if len(dataset) == 0:  # before the column check: an empty selection may have lost its columns
+        raise EmptyDatasetError(f"nothing to tokenize: the {view} dataset has 0 rows (ulma.data.require_rows, "
+                                f"called on the rows before the model loads, says which were skipped and why)")
     missing = [c for c in _NEEDS[view] if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"a {view} dataset needs columns {list(_NEEDS[view])}; missing {missing}")
+        raise ValueError(f"a {view} dataset needs columns {list(_NEEDS[view])}; missing {missing} "
+                         f"(it has {dataset.column_names})")
     if max_prompt_length < 1 or max_completion_length < 1:
         raise ValueError("max_prompt_length and max_completion_length must be positive")
     return dataset.map(
