@@ -226,15 +226,15 @@ class JudgeDeadlineError(JudgeError):
 
 
 # values of auth-like fields in an echoed request, a JSON error body or a URL query
-_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=:-]+")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=:-]+")
 _AUTH_FIELD = re.compile(r"(?i)\b((?:proxy-)?authorization|x-api-key|api[-_]?key|access[-_]?token|secret[-_]?key)"
-                         r"([\"']?\s*[:=]\s*[\"']?)(?!\*\*\*|bearer\b|basic\b|token\b)[^\s\"',;&}]+")
+                         r"([\"']?\s*[:=]\s*[\"']?)(?!\*\*\*|bearer\b|basic\b)[^\s\"',;&}]+")
 _URL_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
 
 
 def scrub(text: str, secrets: Sequence[str | None] = ()) -> str:
     """`text` without secrets: every given secret (and its URL-encoded form), the value after
-    ``Bearer``/``Basic``/``Token``, the values of ``Authorization``, ``X-Api-Key``, ``api_key`` and
+    ``Bearer``/``Basic``, the values of ``Authorization``, ``X-Api-Key``, ``api_key`` and
     similar fields (header lines, JSON, query strings) and the user:password of URLs become ``***``.
 
     Applied to every message the LLM judge raises or records, since OpenAI-compatible servers and proxies
