@@ -49,7 +49,7 @@ TRAIN_CASES = [
     ("max_steps abc", [*UNL, "--set", "max_steps=abc"], ["train.max_steps = 'abc'", "integer >= 1"]),
     ("max_steps 2.5", [*UNL, "--set", "max_steps=2.5"], ["train.max_steps = 2.5", "integer"]),
     ("epochs 0", [*UNL, "--set", "num_train_epochs=0"], ["train.num_train_epochs = 0", "> 0"]),
-    ("warmup 2", [*UNL, "--set", "warmup_ratio=2"], ["train.warmup_ratio = 2", "[0, 1]"]),
+    ("warmup 2", [*UNL, "--set", "warmup_ratio=2"], ["train.warmup_ratio = 2", "[0, 1)"]),
     ("seed -1", [*UNL, "--set", "seed=-1"], ["train.seed = -1", "[0, 4294967295]"]),
     ("max_train_examples 0", [*UNL, "--set", "max_train_examples=0"], ["train.max_train_examples = 0", ">= 1"]),
     ("positive_threshold 0", [*UNL, "--set", "positive_threshold=0"], ["train.positive_threshold = 0", "(0, 1]"]),

@@ -37,7 +37,7 @@ def _error(message: object) -> int:
 def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     """--profile and --set, shared by every command that takes a profile."""
     parser.add_argument("--profile", default="tiny",
-                        help="tiny | mini | paper | path to a profile YAML (default: tiny)")
+                        help="tiny | mini | single_gpu | paper | path to a profile YAML (default: tiny)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile field, e.g. --set learning_rate=0.0001 --set train.max_steps=10 "
                              "(repeatable)")
@@ -151,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ reproduce
 def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="mini", help="tiny | mini | paper | path to a profile YAML (default: mini)")
+    parser.add_argument("--profile", default="mini", help="tiny | mini | single_gpu | paper | path to a profile YAML (default: mini)")
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers or names, e.g. 03,04")
     parser.add_argument("--force", action="store_true", help="re-execute the notebooks and retrain every run once")
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: the profile's notebook_timeout)")

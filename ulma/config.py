@@ -175,7 +175,7 @@ class TrainConfig(_Validated):
     # optimisation (transformers.TrainingArguments names)
     learning_rate: float = 1e-5  # finite, > 0
     lr_scheduler_type: str = "cosine"  # one of LR_SCHEDULERS
-    warmup_ratio: float = 0.0  # [0, 1]
+    warmup_ratio: float = 0.0  # [0, 1): the trainer passes it as warmup_steps, where a value >= 1 counts steps
     num_train_epochs: float = 3.0  # finite, > 0 (ignored when max_steps > 0)
     max_steps: int = -1  # -1 (train num_train_epochs) or >= 1 (overrides num_train_epochs)
     per_device_train_batch_size: int = 8  # >= 1
@@ -215,7 +215,7 @@ class TrainConfig(_Validated):
         c.mapping("data_options")
         c.number("learning_rate", low=0.0, low_open=True)
         c.choice("lr_scheduler_type", LR_SCHEDULERS)
-        c.number("warmup_ratio", low=0.0, high=1.0)
+        c.number("warmup_ratio", low=0.0, high=1.0, high_open=True)
         c.number("num_train_epochs", low=0.0, low_open=True)
         if self.max_steps != -1:
             c.integer("max_steps", low=1, expect="-1 (train num_train_epochs) or an integer >= 1")
