@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -207,6 +208,8 @@ class TrainConfig(_Validated):
         c.integer("lora_alpha", low=1)
         c.number("lora_dropout", low=0.0, high=1.0, high_open=True)
         c.texts("lora_target_modules", what="module names (e.g. [q_proj, v_proj])")
+        if isinstance(self.data_dir, os.PathLike):
+            self.data_dir = os.fspath(self.data_dir)  # a Path from Python code: the same string once saved
         c.text("data_dir", optional=True)
         c.text("train_split")
         c.integer("max_train_examples", low=1, optional="all examples")

@@ -28,13 +28,13 @@ turn, the data views' format); a plain string is taken as one user turn.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import inspect
 import json
 import logging
 import math
 import os
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -388,7 +388,7 @@ class LLMJudge(Judge):
                 retry_after = None
                 try:  # KeyboardInterrupt and SystemExit are no Exception: they pass through, never retried
                     status, response_headers, payload = self.transport(url, body, headers, min(self.timeout, remaining))
-                except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError, OSError) as err:
+                except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets, cut bodies
                     last = f"{type(err).__name__}: {self._scrub(err)}"
                 else:
                     if status == 200:
