@@ -35,7 +35,7 @@ def _train_args(tmp_path, *extra: str) -> list[str]:
     (["--method", "dpo", "--dataset", "red_team"], "red_team has no pairwise view"),
     (["--method", "ulma", "--dataset", "hh", "--set", "no_such_field=1"], "unknown config field"),
     (["--method", "ulma", "--dataset", "hh", "--profile", "nope"], "unknown profile 'nope'"),
-    (["--method", "ulma", "--dataset", "hh", "--set", "reference=nope"], "reference must be one of"),
+    (["--method", "ulma", "--dataset", "hh", "--set", "reference=nope"], "train.reference = 'nope': must be one of adapters, copy, cached"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, no_model, extra, message):
     assert cli.main(_train_args(tmp_path, *extra)) == 2
@@ -83,3 +83,35 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
 
     assert main(["evaluate", "--run", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_evaluate_with_the_llm_judge_on_a_tiny_run(tmp_path, capsys, monkeypatch):
+    """`evaluate --judge llm` on a tiny run crashed: the offline judge's options (tiny's
+    eval.judge_options) reached the LLM judge. Now each judge gets its own section; the chat endpoint is
+    a fake transport answering "A" (reply A is better) and "7"."""
+    from ulma import judges
+
+    asked = []
+
+    def fake_transport(url, body, headers, timeout):
+        request = json.loads(body)
+        asked.append(request)
+        text = request["messages"][-1]["content"]
+        answer = "A" if "[Reply A]" in text else "7"
+        return 200, {}, json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
+
+    monkeypatch.setattr(judges, "urllib_transport", fake_transport)
+    monkeypatch.setenv("ULMA_JUDGE_API_KEY", "sk-never-written-0123")
+    assert cli.main(_train_args(tmp_path, "--method", "sft", "--dataset", "hh", "--set", "max_steps=1",
+                                "--set", "save_steps=1000")) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--run", str(tmp_path / "run"), "--judge", "llm", "--data-dir", "fixtures"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["eval"]
+    n = metrics["num_generations"]
+    assert metrics["judge"] == "llm" and 1 <= n <= 4  # tiny: eval.num_generations 4 (the fixtures hold fewer)
+    # always "A": each reply wins once and loses once over the two orders -> a tie (unless identical text)
+    assert metrics["ties"] == n and metrics["judge_score"] == 7.0 and metrics["reference_score"] == 7.0
+    assert metrics["judge_info"]["criterion"] == "harmlessness"
+    assert all(r["model"] == "gpt-4" for r in asked)
+    for path in (tmp_path / "run").rglob("*"):
+        assert not path.is_file() or "sk-never-written" not in path.read_text(errors="replace")

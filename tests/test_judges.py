@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +14,8 @@ import torch
 
 from ulma import judges
 from ulma.judges import (
+    JudgeDeadlineError,
+    JudgeError,
     LLMJudge,
     MiniLMHarmlessnessJudge,
     combine_orders,
@@ -19,6 +24,7 @@ from ulma.judges import (
     pairwise_accuracy,
     parse_choice,
     parse_rating,
+    scrub,
     train_harmlessness_judge,
 )
 
@@ -30,7 +36,8 @@ class FakeChatServer:
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers deterministically.
 
     Comparisons: "A" if Reply A contains SAFE, "B" if Reply B does, else "tie"; `always` overrides the
-    answer. Ratings: "7". `fail` = list of HTTP codes (or "slow") to answer the next requests with.
+    answer. Ratings: "7". `fail` = list of HTTP codes, "slow", or ("echo", code) (an error body that echoes
+    every request header, Authorization included) to answer the next requests with.
     """
 
     def __init__(self):
@@ -51,6 +58,13 @@ class FakeChatServer:
                     action = server.fail.pop(0) if server.fail else None
                 if action == "slow":
                     time.sleep(0.6)
+                elif isinstance(action, tuple) and action[0] == "echo":  # a server that echoes the headers
+                    echoed = json.dumps({"error": "bad request", "headers": dict(self.headers.items()),
+                                         "raw": str(self.headers)}).encode()
+                    self.send_response(action[1])
+                    self.end_headers()
+                    self.wfile.write(echoed)
+                    return
                 elif action is not None:
                     self.send_response(action)
                     self.end_headers()
@@ -178,6 +192,130 @@ def test_llm_judge_needs_a_key_and_reads_the_environment(server, tmp_path, monke
     assert server.requests[0]["model"] == "env-model" and server.requests[0]["auth"] == "Bearer from-openai-var"
     assert "more helpful" not in server.requests[0]["messages"][-1]["content"]  # a rating prompt
     assert "helpful" in server.requests[0]["messages"][-1]["content"]
+
+
+SECRET = "sk-test-0123456789abcdef"
+
+
+@pytest.mark.parametrize("code", [401, 500])  # a final error, and the last error after retries
+def test_error_bodies_never_carry_the_key(server, tmp_path, code):
+    server.fail = [("echo", code)] * 3
+    judge = get_judge("llm", base_url=server.url, api_key=SECRET, model="fake-gpt", cache_dir=tmp_path / "judge",
+                      backoff=0.0, max_retries=2)
+    with pytest.raises(JudgeError) as raised:
+        judge.compare(PROMPT, "a", "b")
+    text = str(raised.value)
+    assert server.requests[0]["auth"] == f"Bearer {SECRET}"  # the server did see (and echo) it
+    assert f"HTTP {code}" in text and "Authorization" in text and "***" in text
+    assert SECRET not in text and "0123456789abcdef" not in text
+    error = raised.value  # no unscrubbed error chained to it (a traceback would print that one too)
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+    assert SECRET not in json.dumps(judge.info)
+    written = [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(SECRET not in t for t in written)
+
+
+@pytest.mark.parametrize("text, secrets, want", [
+    ("Authorization: Bearer abc.def-123", [], "Authorization: Bearer ***"),
+    ('{"authorization": "Bearer zzz", "x-api-key": "k123"}', [], '{"authorization": "Bearer ***", "x-api-key": "***"}'),
+    ("https://h/v1?api-key=s3cr3t&x=1", [], "https://h/v1?api-key=***&x=1"),
+    ("https://user:pw@host/v1", [], "https://***@host/v1"),
+    ("key sk-abcd%2Bef in a URL sk-abcd+ef", ["sk-abcd+ef"], "key *** in a URL ***"),
+    ("token expired", [], "token expired"),  # an ordinary word stays
+    ("HTTP 500: try again", ["abc"], "HTTP 500: try again"),  # a too-short secret is not blanked everywhere
+])
+def test_scrub_table(text, secrets, want):
+    assert scrub(text, secrets) == want
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A TCP port on 127.0.0.1 that accepts connections (kernel backlog) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    sock.close()
+
+
+def test_call_deadline_fires_on_an_endpoint_that_never_answers(silent_endpoint, tmp_path):
+    judge = get_judge("llm", base_url=silent_endpoint, api_key=SECRET, cache_dir=tmp_path, timeout=60,
+                      call_deadline=0.6, max_retries=5, backoff=0.0)
+    start = time.monotonic()
+    with pytest.raises(JudgeDeadlineError, match="call_deadline = 0.6 s"):
+        judge.compare_batch([PROMPT] * 4, ["a", "b", "c", "d"], ["x", "y", "z", "w"])
+    assert time.monotonic() - start < 0.6 + 1.5  # before: 6 attempts x 120 s + backoff = 12.5 min
+    start = time.monotonic()
+    with pytest.raises(JudgeDeadlineError):
+        judge.score(PROMPT, "a")  # one question alone as well
+    assert time.monotonic() - start < 0.6 + 1.5
+
+
+def test_batch_deadline_stops_the_batch_and_a_rerun_pays_only_the_rest(server, tmp_path):
+    server.fail = ["slow"] * 100  # every answer takes 0.6 s
+    judge = _llm(server, tmp_path, max_workers=1, batch_deadline=1.0, timeout=5)
+    replies = [f"reply {i}" for i in range(6)]
+    start = time.monotonic()
+    with pytest.raises(JudgeDeadlineError, match="batch_deadline = 1 s"):
+        judge.score_batch([PROMPT] * 6, replies)
+    assert time.monotonic() - start < 1.0 + 1.0
+    time.sleep(0.7)  # let the abandoned request finish (and be cached)
+    answered = len(server.requests)
+    assert 1 <= answered < 6
+    server.fail = []
+    again = _llm(server, tmp_path)
+    assert again.score_batch([PROMPT] * 6, replies) == [7.0] * 6
+    assert again.info["cache_hits"] == answered and again.info["requests"] == 6 - answered
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_keyboard_interrupt_from_the_transport_propagates_unretried(tmp_path, workers):
+    calls = []
+
+    def interrupted(url, body, headers, timeout):
+        calls.append(url)
+        raise KeyboardInterrupt
+
+    judge = get_judge("llm", base_url="http://127.0.0.1:9/v1", api_key=SECRET, cache_dir=tmp_path,
+                      transport=interrupted, max_workers=workers, max_retries=5)
+    with pytest.raises(KeyboardInterrupt):
+        judge.compare_batch([PROMPT] * 3, ["a", "b", "c"], ["x", "y", "z"])
+    assert 1 <= len(calls) <= workers and judge.info["retries"] == 0  # no retry, no new question after it
+    with pytest.raises(KeyboardInterrupt):
+        judge.score(PROMPT, "a")
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+                    reason="needs Python's default Ctrl-C handler")
+def test_ctrl_c_stops_a_batch_waiting_on_a_silent_endpoint(silent_endpoint, tmp_path):
+    judge = get_judge("llm", base_url=silent_endpoint, api_key=SECRET, cache_dir=tmp_path, timeout=60,
+                      call_deadline=60)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            judge.compare_batch([PROMPT] * 8, list("abcdefgh"), list("stuvwxyz"))
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 0.5 + 1.5
+
+
+def test_get_judge_uses_only_its_own_section(server, tmp_path):
+    options = {"criterion": "harmlessness", "minilm_harmlessness": {"max_train_pairs": 64, "max_test_pairs": 64},
+               "reward_model": {"batch_size": 2}, "llm": {"call_deadline": 7, "batch_deadline": 70}}
+    judge = get_judge("llm", base_url=server.url, api_key="k", cache_dir=tmp_path, **options)
+    assert (judge.call_deadline, judge.batch_deadline, judge.timeout) == (7.0, 70.0, 60.0)
+    assert judge.info["call_deadline"] == 7.0
+    with pytest.raises(ValueError, match=r"judge 'llm' takes no option\(s\) \['max_train_pairs'\]; its options: .*call_deadline"):
+        get_judge("llm", base_url=server.url, api_key="k", max_train_pairs=64)
+    with pytest.raises(ValueError, match="options of judge 'llm' must be a mapping"):
+        get_judge("llm", base_url=server.url, api_key="k", llm=3)
+    with pytest.raises(ValueError, match="call_deadline = 0: must be a finite number of seconds > 0"):
+        get_judge("llm", base_url=server.url, api_key="k", call_deadline=0)
+    options.pop("criterion")  # an llm option: evaluation passes it to the llm judge only
+    with pytest.raises(ValueError, match="judge_model"):  # reward_model: its own error, not a TypeError
+        get_judge("reward_model", **options)
 
 
 def test_parsers():

@@ -4,9 +4,11 @@ Each subcommand is one `Command` in `COMMANDS`: its name, a help line, a functio
 arguments and one that runs it and returns the exit code. Adding ``evaluate`` or ``reproduce`` is one
 entry each. Heavy imports (torch, transformers) happen inside the run functions, so ``--help`` is quick.
 
-Exit codes: 0 done; 2 bad input (argparse's usage errors, an unknown profile, method or dataset, a
-method the dataset has no data for, a bad ``--set``), reported as one ``error:`` line before any model
-loads.
+Exit codes: 0 done; 2 bad input (argparse's usage errors, an unknown or unreadable profile, a field
+outside its range (`ulma.config.ConfigError`, from the profile or a ``--set``), an unknown method or
+dataset, a method the dataset has no data for, an output folder whose parent does not exist, an unknown
+judge or one that cannot be built), reported as one ``error:`` line before any model loads and before
+anything is written.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 
@@ -26,14 +29,15 @@ class Command:
 
 
 def _error(message: object) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    text = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"error: {text}", file=sys.stderr)
     return 2
 
 
 def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     """--profile and --set, shared by every command that takes a profile."""
     parser.add_argument("--profile", default="tiny",
-                        help="tiny | mini | paper | path to a profile YAML (default: tiny)")
+                        help="tiny | mini | single_gpu | paper | path to a profile YAML (default: tiny)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile field, e.g. --set learning_rate=0.0001 --set train.max_steps=10 "
                              "(repeatable)")
@@ -60,16 +64,40 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the last checkpoint in OUTPUT_DIR/checkpoints")
 
 
+def _check_output_dir(output_dir: str) -> str | None:
+    """Why `output_dir` cannot hold a run (a file, or a parent folder that does not exist), or None.
+
+    The parent is not created on the user's behalf: a typo in it would otherwise train for hours into a
+    folder nobody looks at.
+    """
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        return f"--output-dir {output_dir} exists and is not a folder"
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        return f"--output-dir {output_dir}: its parent folder {parent} does not exist (create it first)"
+    return None
+
+
 def _train(args: argparse.Namespace) -> int:
-    try:
-        profile = _load_profile(args)
-    except ValueError as err:
-        return _error(err)
-    from ulma.trainer import InvalidRunError, train
+    from ulma.config import ConfigError
 
     try:
+        profile = _load_profile(args)  # every field checked against its range (ulma.config)
+    except ConfigError as err:
+        return _error(err)
+    from ulma.losses import METHODS
+
+    if args.method not in (*METHODS, "rlhf"):
+        return _error(f"unknown method {args.method!r}; known: {', '.join(sorted(METHODS))} or rlhf")
+    problem = _check_output_dir(args.output_dir)
+    if problem:
+        return _error(problem)
+    from ulma.trainer import InvalidRunError, train
+
+    try:  # train() checks the dataset, the view and the data before it loads the model
         metrics = train(profile, args.method, args.dataset, args.output_dir, data_dir=args.data_dir, resume=args.resume)
-    except InvalidRunError as err:
+    except (InvalidRunError, ConfigError) as err:
         return _error(err)
     summary = {k: v for k, v in metrics.get("train", metrics).items() if not isinstance(v, (list, dict))}
     print(json.dumps({"output_dir": args.output_dir, **summary}, indent=2, sort_keys=True, default=str))
@@ -86,16 +114,36 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from ulma.config import JUDGE_NAMES, ConfigError, profile_from_dict
 
-    if not (Path(args.run) / "config.json").exists():
+    config_path = Path(args.run) / "config.json"
+    if not config_path.exists():
         return _error(f"{args.run} is not a run folder (no config.json): train one with `python -m ulma train`")
-    from ulma.evaluation import evaluate_run
-    from ulma.judges import JUDGES
+    if args.judge not in (None, "none", *JUDGE_NAMES):
+        return _error(f"unknown judge {args.judge!r}; known: {', '.join(JUDGE_NAMES)} or none")
+    try:
+        run_config = json.loads(config_path.read_text())
+        profile = profile_from_dict(run_config["profile"])
+        dataset, train_data_dir = run_config["dataset"], run_config["train"].get("data_dir")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ConfigError is a ValueError
+        return _error(f"{config_path}: not a readable run config ({type(err).__name__}: {err})")
+    name = profile.eval.judge if args.judge is None else args.judge
+    judge = "none"
+    if name not in (None, "", "none"):
+        # built here, before evaluate_run loads the model: a judge without its key, model or data fails
+        # in a second with one line instead of after the generations
+        from ulma.evaluation import judge_options
+        from ulma.judges import get_judge
+        from ulma.trainer import resolve_data_dir
 
-    if args.judge not in (None, "none", *JUDGES):
-        return _error(f"unknown judge {args.judge!r}; known: {sorted(JUDGES)} or none")
-    metrics = evaluate_run(args.run, judge=args.judge, data_dir=args.data_dir)
+        root = resolve_data_dir(args.data_dir, train_data_dir)
+        try:
+            judge = get_judge(name, **judge_options(name, dataset=dataset, profile=profile, data_dir=root))
+        except (ValueError, ImportError, OSError) as err:
+            return _error(f"judge {name}: {err}")
+    from ulma.evaluation import evaluate_run
+
+    metrics = evaluate_run(args.run, judge=judge, data_dir=args.data_dir)
     summary = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
     print(json.dumps({"run": args.run, **summary}, indent=2, sort_keys=True, default=str))
     return 0
@@ -103,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ reproduce
 def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="mini", help="tiny | mini | paper | path to a profile YAML (default: mini)")
+    parser.add_argument("--profile", default="mini", help="tiny | mini | single_gpu | paper | path to a profile YAML (default: mini)")
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers or names, e.g. 03,04")
     parser.add_argument("--force", action="store_true", help="re-execute the notebooks and retrain every run once")
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: the profile's notebook_timeout)")
@@ -112,6 +160,14 @@ def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from ulma.config import ConfigError, load_profile
+
+    try:
+        load_profile(args.profile)  # a bad profile fails here in one line, not inside the first notebook
+    except ConfigError as err:
+        return _error(err)
+    if args.timeout is not None and args.timeout < 1:
+        return _error(f"--timeout = {args.timeout}: must be an integer >= 1 (seconds per cell)")
     from ulma.reproduce import main as reproduce_main
 
     return reproduce_main(args.profile, args.only, args.force, args.timeout, args.results_dir, args.figures_dir)
