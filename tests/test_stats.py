@@ -64,6 +64,15 @@ def test_misaligned_arrays_and_a_single_prompt():
     assert one.estimate == 1.0 and math.isnan(one.ci_low) and one.n_resamples == 0
 
 
+def test_independent_difference_of_run_level_values():
+    # wall times of 3 runs each, every ULMA run faster than every RLHF run by 700 s +- 20
+    out = stats.independent_difference([520.0, 530.0, 510.0], [1240.0, 1230.0, 1250.0], n_resamples=999)
+    assert out.estimate == pytest.approx(-720.0)
+    assert -740.0 <= out.ci_low <= out.ci_high <= -700.0 and out.resampled == "runs"
+    single = stats.independent_difference([520.0], [1240.0, 1250.0])
+    assert single.estimate == pytest.approx(-725.0) and math.isnan(single.ci_low) and single.n_seeds == 1
+
+
 # ------------------------------------------------------------------------------ length-controlled win rate
 def _planted(n=3000, true_lc=0.4, slope=1.2, mean_gap=120.0, seed=0):
     """Verdicts whose log-odds rise with the length gap; at a zero gap P(win) = true_lc."""

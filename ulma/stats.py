@@ -118,6 +118,27 @@ def paired_bootstrap(arrays: Sequence[Any], effect: Callable[..., float], *, con
                            "seeds x prompts" if n_seeds > 1 else "prompts")
 
 
+def independent_difference(a, b, *, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                           method: str = "percentile") -> BootstrapResult:
+    """mean(a) − mean(b) of two independent samples (one value per run: wall time, peak memory), each
+    resampled on its own (`scipy.stats.bootstrap`, ``paired=False``). An interval needs ≥ 2 values in
+    each sample: with fewer the CI is NaN (``resampled`` says so). ``n_seeds`` is the smaller sample."""
+    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if x.size == 0 or y.size == 0:
+        raise ValueError(f"independent_difference needs values in both samples; got {x.size} and {y.size}")
+    estimate = float(x.mean() - y.mean())
+    n = int(min(x.size, y.size))
+    if n < 2:
+        return BootstrapResult(estimate, math.nan, math.nan, confidence, n, 0, 0, "none (fewer than 2 runs)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _scipy_stats.DegenerateDataWarning)
+        result = _scipy_stats.bootstrap((x, y), lambda u, v: _mean(u) - _mean(v), paired=False, vectorized=False,
+                                        n_resamples=n_resamples, confidence_level=confidence, method=method,
+                                        rng=np.random.default_rng(seed))
+    return BootstrapResult(estimate, float(result.confidence_interval.low), float(result.confidence_interval.high),
+                           confidence, n, 0, n_resamples, "runs")
+
+
 def _mean(x: np.ndarray) -> float:
     return float(np.mean(x))
 
