@@ -397,6 +397,49 @@ def test_evaluate_run_on_a_hand_made_hh_run(tmp_path):
     assert result["mean_reference_chars"] == pytest.approx(sum(gens["reference_chars"]) / n)
 
 
+def test_evaluate_run_of_the_base_model_ranks_at_one_half(tmp_path):
+    """A run that trained nothing (``base``: no adapter/, model/ or tokenizer/) is the starting model; both
+    headline and own columns are computed, the headline at exactly ½ (the model is its own reference)."""
+    run = _hand_made_run(tmp_path, "hh", "base")
+    import shutil
+
+    shutil.rmtree(run / "adapter")
+    shutil.rmtree(run / "tokenizer")
+    result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    assert result["preference_accuracy_headline"] == 0.5 and result["preference_headline_margin"] == 0.0
+    assert result["preference_ranking"] == "log_likelihood" and result["preference_logp_reduction"] == "mean"
+    assert result["judge"] is None and result["per_item"]["generations"]["verdict"] is None
+
+
+def test_evaluate_run_stops_replies_at_eos(tmp_path, lively):
+    """A full-model run whose generation config names a frequent token as EOS: replies that reach it end
+    there (fewer tokens than the budget, not truncated); the others are cut at the budget."""
+    from ulma import data
+    from ulma.batching import tokenize_prompts
+
+    model, tokenizer = lively
+    run = _hand_made_run(tmp_path, "hh", "sft", {"eval.max_new_tokens": 6})
+    import shutil
+
+    shutil.rmtree(run / "adapter")
+    prompts = data.load("hh", "sft", "mini_test", "fixtures", on_bad_row="skip")["prompt"][:4]
+    firsts = []
+    for ids in tokenize_prompts(prompts, tokenizer, 64):
+        out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False)
+        firsts.append(out[0, len(ids):].tolist())
+    stop = firsts[0][2]  # the first prompt's third reply token: that reply ends after 2 tokens
+    want = [(f.index(stop), False) if stop in f else (6, True) for f in firsts]
+    saved = copy.deepcopy(model)
+    saved.generation_config.eos_token_id = [tokenizer.eos_token_id, stop]
+    saved.save_pretrained(run / "model")
+    result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    items = result["per_item"]["generations"]
+    assert list(zip(items["reply_tokens"], map(bool, items["truncated"]))) == want
+    assert want[0] == (2, False)
+    assert result["truncated_fraction"] == pytest.approx(sum(t for _, t in want) / len(want))
+    assert result["mean_reply_tokens"] == pytest.approx(sum(n for n, _ in want) / len(want))
+
+
 def test_evaluate_run_red_team_has_no_preference_accuracy(tmp_path):
     run = _hand_made_run(tmp_path, "red_team", "ulma", {"eval.num_generations": 2})
     result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
@@ -406,6 +449,9 @@ def test_evaluate_run_red_team_has_no_preference_accuracy(tmp_path):
     assert result["judge"] is None and result["num_generations"] == len(lines) == min(2, rows)
     assert (result["perplexity"] is None) == (rows == 0)
     assert all("judge" not in json.loads(line) for line in lines)
+    if rows:  # no pairs to share a pass with: the positives get their own
+        assert result["perplexity_source"] == "sft pass" and "pairs" not in result["per_item"]
+        assert len(result["per_item"]["perplexity"]["ids"]) == result["perplexity_rows"]
 
 
 @pytest.mark.slow
