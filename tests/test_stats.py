@@ -102,10 +102,29 @@ def test_length_controlled_win_rate_treats_ties_as_half():
     doubled_outcomes = [1, 0, 1, 0] * 2 + [1, 0]
     doubled_gaps = [10, -10, -4, 6] * 2 + [5, 5]
     half = stats.length_controlled_win_rate(outcomes, gaps)
-    assert half == pytest.approx(stats.length_controlled_win_rate(doubled_outcomes, doubled_gaps), abs=1e-5)
+    # (to 1e-4: the slope ridge, LC_SLOPE_RIDGE, is not doubled with the data)
+    assert half == pytest.approx(stats.length_controlled_win_rate(doubled_outcomes, doubled_gaps), abs=1e-4)
     assert half != pytest.approx(stats.length_controlled_win_rate(outcomes[:4], gaps[:4]), abs=1e-3)  # not dropped
     assert stats.length_controlled_win_rate([1, 1, 1], [5, 6, 7]) == 1.0  # all wins: no fit needed
     assert math.isnan(stats.length_controlled_win_rate([1, 0, 1], [5, 5, 5]))
+
+
+def test_length_controlled_win_rate_agrees_with_scikit_learn():
+    """An independent fit: scikit-learn's unpenalized logistic regression on the rows duplicated as a win
+    of weight y and a loss of weight 1 − y (a tie: ½ and ½) gives the same intercept."""
+    from sklearn.linear_model import LogisticRegression
+
+    outcomes, gap = _planted(n=500, seed=2)
+    outcomes[::9] = 0.5
+    scale = np.sqrt(np.mean(gap ** 2))
+    features = np.concatenate([gap, gap])[:, None] / scale
+    labels = np.concatenate([np.ones_like(outcomes), np.zeros_like(outcomes)])
+    weights = np.concatenate([outcomes, 1 - outcomes])
+    keep = weights > 0
+    model = LogisticRegression(C=np.inf, max_iter=1000, tol=1e-10).fit(features[keep], labels[keep],
+                                                                       sample_weight=weights[keep])
+    want = 1 / (1 + np.exp(-model.intercept_[0]))
+    assert stats.length_controlled_win_rate(outcomes, gap) == pytest.approx(want, abs=1e-4)
 
 
 def test_lc_win_rate_ci_covers_the_planted_value():

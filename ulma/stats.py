@@ -12,9 +12,9 @@
   resampled indices are applied to every method of a comparison (pairing).
 * `mean_difference`, `win_rate`: the common cases of the above.
 * `length_controlled_win_rate`: the judge's verdict regressed on the reply-length difference by a
-  logistic regression (scikit-learn), read at a zero difference, as length-controlled AlpacaEval does
-  (Dubois et al. 2024). Ties enter as half a win and half a loss (two rows of weight ½: the fractional
-  target 0.5 of the log-likelihood), never dropped.
+  logistic regression (maximum likelihood by `scipy.optimize`), read at a zero difference, as length-controlled AlpacaEval does
+  (Dubois et al. 2024). Ties enter as half a win and half a loss (the fractional target 0.5 of the
+  log-likelihood), never dropped.
 * `did_not_train`: whether a run's objective moved between its start and end, against named thresholds.
 
 Verdict values: ``win`` = 1, ``tie`` = 0.5, ``lose`` = 0 (`VERDICT_VALUE`).
@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as _scipy_stats
-from sklearn.linear_model import LogisticRegression
 
 VERDICT_VALUE = {"win": 1.0, "tie": 0.5, "lose": 0.0}
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999  # scipy's default; percentile CIs of a mean are stable to ~0.002 at this count
-N_RESAMPLES_LC = 2000  # each resample fits a logistic regression per method: ~2 ms each
+N_RESAMPLES_LC = 2000  # each resample fits a logistic regression per method (~1 ms each)
 
 # --- did-not-train thresholds (a run is flagged when NO signal moved past its threshold) -------------
 # Loss: 1 % of the starting loss. A DPO-family loss starts at ln 2 ≈ 0.69 per pair (2 ln 2 for the
@@ -173,16 +173,32 @@ def log_perplexity(nll, tokens) -> float:
 
 
 # -------------------------------------------------------------------------- length-controlled win rate
+def _logistic_loss(params: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Negative log-likelihood of logit P(win) = a + b·x with fractional targets y, plus the slope ridge;
+    and its gradient. log σ(z) = −logaddexp(0, −z) keeps it finite for any z."""
+    a, b = params
+    z = a + b * x
+    loss = float(np.sum(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z))) + 0.5 * LC_SLOPE_RIDGE * b * b
+    residual = 0.5 * (1.0 + np.tanh(0.5 * z)) - y  # σ(z) − y, stable
+    return loss, np.array([residual.sum(), float(residual @ x) + LC_SLOPE_RIDGE * b])
+
+
+# a ridge on the standardized slope, negligible beside the n·ln 2 scale of the log-likelihood, that keeps
+# the fit finite when the length gap separates wins from losses (then no maximum-likelihood slope exists)
+LC_SLOPE_RIDGE = 1e-3
+
+
 def length_controlled_win_rate(outcomes, length_difference) -> float:
     """P(win) at a zero length difference from a logistic regression of the verdict on the length gap.
 
     `outcomes`: 1 / 0.5 / 0 (win / tie / lose of the policy's reply against the reference reply);
     `length_difference`: policy reply length minus reference reply length (chars or tokens). The model is
     logit P(win) = a + b·Δ/s with s the root mean square of Δ (a scale only: Δ is not centred, so Δ = 0
-    stays "equally long"), fitted by maximum likelihood (scikit-learn, no penalty); the answer is
-    σ(a). A tie is half a win and half a loss. Degenerate cases: every outcome equal -> that value (the
-    fit would run to ±∞); every Δ equal to 0 -> the plain mean; every Δ equal and non-zero -> NaN
-    (nothing says what a zero gap would give).
+    stays "equally long"), fitted by maximum likelihood (`scipy.optimize.minimize`, L-BFGS-B with the
+    exact gradient; a tie is the fractional target ½, i.e. half a win and half a loss; `LC_SLOPE_RIDGE`);
+    the answer is σ(a). Degenerate cases: every outcome equal -> that value (the fit would run to ±∞);
+    every Δ equal to 0 -> the plain mean; every Δ equal and non-zero -> NaN (nothing says what a zero gap
+    would give).
     """
     y = np.asarray(outcomes, dtype=float).ravel()
     x = np.asarray(length_difference, dtype=float).ravel()
@@ -197,16 +213,13 @@ def length_controlled_win_rate(outcomes, length_difference) -> float:
         return float(np.mean(y))
     if np.all(x == x[0]):
         return math.nan
-    # each row twice: as a win with weight y and as a loss with weight 1 − y (ties: ½ and ½)
-    features = np.concatenate([x, x])[:, None] / scale
-    labels = np.concatenate([np.ones_like(y), np.zeros_like(y)])
-    weights = np.concatenate([y, 1.0 - y])
-    keep = weights > 0
-    model = LogisticRegression(penalty=None, solver="lbfgs", max_iter=1000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a length gap that separates wins from losses: the slope grows large
-        model.fit(features[keep], labels[keep], sample_weight=weights[keep])
-    return float(1.0 / (1.0 + math.exp(-float(model.intercept_[0]))))
+    mean = float(np.mean(y))
+    start = np.array([math.log(mean / (1.0 - mean)), 0.0])  # the intercept-only fit
+    fit = optimize.minimize(_logistic_loss, start, args=(x / scale, y), jac=True, method="L-BFGS-B",
+                            options={"gtol": 1e-9, "maxiter": 500})
+    if not np.all(np.isfinite(fit.x)):
+        raise RuntimeError(f"the length-controlled fit diverged: {fit.message}")
+    return float(0.5 * (1.0 + math.tanh(0.5 * fit.x[0])))
 
 
 def _lc(table: np.ndarray) -> float:
