@@ -207,8 +207,8 @@ def test_headline_ranks_every_method_by_the_token_mean_log_ratio(tiny):
     data = _tokenized(rows, tokenizer, "pairwise")
     want = []
     for r in data:
-        ratio = [_hand_logp(model, r["prompt_ids"], r[c], "mean")[0] - _hand_logp(reference, r["prompt_ids"], r[c], "mean")[0]
-                 for c in ("chosen_ids", "rejected_ids")]
+        ratio = [_hand_logp(model, r["prompt_ids"], r[c], "mean")[0]
+                 - _hand_logp(reference, r["prompt_ids"], r[c], "mean")[0] for c in ("chosen_ids", "rejected_ids")]
         want.append(ratio[0] - ratio[1])
     outs = {m: preference_accuracy(model, data, method=m, beta=b, reference=reference, batch_size=2)
             for m, b in (("dpo", 0.5), ("ulma", 0.1), ("sft", 0.1), ("kto", 2.0))}
@@ -226,7 +226,8 @@ def test_headline_ranks_every_method_by_the_token_mean_log_ratio(tiny):
     # per-pair chosen NLL and token counts (for the perplexity of the same pass)
     first = data[0]
     assert base["chosen_tokens"][0] == len(first["chosen_ids"])
-    assert base["chosen_nll"][0] == pytest.approx(-_hand_logp(model, first["prompt_ids"], first["chosen_ids"])[0], rel=1e-5)
+    want_nll = -_hand_logp(model, first["prompt_ids"], first["chosen_ids"])[0]
+    assert base["chosen_nll"][0] == pytest.approx(want_nll, rel=1e-5)
 
 
 def test_item_ids_are_stable_and_distinguish_repeats():
@@ -303,8 +304,8 @@ def test_generate_stops_at_eos(lively):
 def test_generate_details_count_tokens_and_flag_the_budget(lively):
     model, tokenizer = lively
     prompt_ids = tokenizer(render_prompt(PROMPTS[1], tokenizer))["input_ids"]
-    tokens = model.generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=12, do_sample=False)[0,
-                                                                                                    len(prompt_ids):].tolist()
+    out = model.generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=12, do_sample=False)
+    tokens = out[0, len(prompt_ids):].tolist()
     stop = tokens[3]
     cut = tokens.index(stop)
     model.generation_config.eos_token_id = stop
@@ -376,7 +377,8 @@ def test_evaluate_run_on_a_hand_made_hh_run(tmp_path):
     assert lines[0]["judge"]["score"] == len(lines[0]["generation"])
     assert lines[0]["judge"]["verdict"] in ("win", "tie", "lose")
     # the headline ranks the fresh adapters (= the base model) at exactly one half too
-    assert result["preference_accuracy_headline"] == 0.5 and result["preference_headline_ties"] == result["preference_pairs"]
+    assert result["preference_accuracy_headline"] == 0.5
+    assert result["preference_headline_ties"] == result["preference_pairs"]
     # per-item lists, aligned with their ids, and the length bookkeeping
     items = result["per_item"]
     pairs, gens, ppl = items["pairs"], items["generations"], items["perplexity"]

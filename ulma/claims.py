@@ -403,11 +403,13 @@ def _per_item(claim, metric, selected, confidence, n_resamples, seed) -> dict[st
         {"n_resamples": stats.N_RESAMPLES_LC} if metric.statistic is _lc_table else {}
     result = stats.paired_bootstrap(tables, effect, confidence=confidence, seed=seed, **kwargs)
     dropped = max(len(sec["ids"]) for sec in sections) - len(ids)
-    note = f"{result.resampled} resampled" + (f"; {dropped} prompt(s) not shared by every run left out" if dropped else "")
+    note = f"{result.resampled} resampled"
+    if dropped:
+        note += f"; {dropped} prompt(s) not shared by every run left out"
     values = dict(difference=result.estimate, n_prompts=len(ids), n_seeds=len(seeds), note=note)
     if not (math.isfinite(result.ci_low) and math.isfinite(result.ci_high)):
-        return _not_measured(claim, confidence, "the statistic is undefined on these data (e.g. every length gap equal)",
-                             **values)
+        return _not_measured(claim, confidence,
+                             "the statistic is undefined on these data (e.g. every length gap equal)", **values)
     return _row(claim, confidence, ci_low=result.ci_low, ci_high=result.ci_high,
                 verdict=verdict(result.ci_low, result.ci_high, claim.direction), **values)
 

@@ -12,8 +12,8 @@
   resampled indices are applied to every method of a comparison (pairing).
 * `mean_difference`, `win_rate`: the common cases of the above.
 * `length_controlled_win_rate`: the judge's verdict regressed on the reply-length difference by a
-  logistic regression (maximum likelihood by `scipy.optimize`), read at a zero difference, as length-controlled AlpacaEval does
-  (Dubois et al. 2024). Ties enter as half a win and half a loss (the fractional target 0.5 of the
+  logistic regression (maximum likelihood by `scipy.optimize`), read at a zero difference, as
+  length-controlled AlpacaEval does (Dubois et al. 2024). Ties enter as half a win and half a loss (the fractional target 0.5 of the
   log-likelihood), never dropped.
 * `did_not_train`: whether a run's objective moved between its start and end, against named thresholds.
 
