@@ -13,8 +13,8 @@
 * `mean_difference`, `win_rate`: the common cases of the above.
 * `length_controlled_win_rate`: the judge's verdict regressed on the reply-length difference by a
   logistic regression (maximum likelihood by `scipy.optimize`), read at a zero difference, as
-  length-controlled AlpacaEval does (Dubois et al. 2024). Ties enter as half a win and half a loss (the fractional target 0.5 of the
-  log-likelihood), never dropped.
+  length-controlled AlpacaEval does (Dubois et al. 2024). Ties enter as half a win and half a loss
+  (the fractional target 0.5 of the log-likelihood), never dropped.
 * `did_not_train`: whether a run's objective moved between its start and end, against named thresholds.
 
 Verdict values: ``win`` = 1, ``tie`` = 0.5, ``lose`` = 0 (`VERDICT_VALUE`).
