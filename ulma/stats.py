@@ -10,7 +10,8 @@
   keeps its values from every resampled seed, so the interval covers both the finite test set and
   the run-to-run spread of training, and it is conservative when either factor is small. The same
   resampled indices are applied to every method of a comparison (pairing).
-* `mean_difference`, `win_rate`: the common cases of the above.
+* `mean_difference`, `win_rate`: the common cases of the above; `independent_difference`: two
+  independent samples of one value per run (costs), each resampled on its own.
 * `length_controlled_win_rate`: the judge's verdict regressed on the reply-length difference by a
   logistic regression (maximum likelihood by `scipy.optimize`), read at a zero difference, as
   length-controlled AlpacaEval does (Dubois et al. 2024). Ties enter as half a win and half a loss
@@ -36,17 +37,19 @@ N_RESAMPLES = 9999  # scipy's default; percentile CIs of a mean are stable to ~0
 N_RESAMPLES_LC = 2000  # each resample fits a logistic regression per method (~1 ms each)
 
 # --- did-not-train thresholds (a run is flagged when NO signal moved past its threshold) -------------
-# Loss: 1 % of the starting loss. A DPO-family loss starts at ln 2 ≈ 0.69 per pair (2 ln 2 for the
-# point-wise sum of two classes) and falls by about half the margin gained, so 1 % corresponds to a mean
-# margin of ~0.014 nats: below that the implicit rewards barely separate. Losses that sit near 0 (the
-# unlikelihood "ascent" loss is a difference of two log-probs) have no relative scale, so the 1 % is
-# taken of max(|loss at start|, 1): an absolute 0.01 nats there.
+# Loss: a change of 1 % of max(|loss at start|, 1). Above 1 that is relative: SFT's NLL (~2.5 nats per
+# token on mini) must fall by 0.025, point-wise DPO's 2 ln 2 ≈ 1.39 by 0.014, i.e. a margin between the
+# positive and negative rewards of ~0.03 (each −log σ(±r) term moves by about r/2). Below 1 it is an
+# absolute 0.01 nats: DPO's ln 2 ≈ 0.69 then needs a mean margin of ~0.02, and losses that sit near 0
+# (the unlikelihood "ascent" loss is a difference of two log-probs) have no relative scale at all.
 MIN_RELATIVE_LOSS_CHANGE = 0.01
 LOSS_SCALE_FLOOR = 1.0
-# Implicit rewards and their margins (β·log π_θ/π_ref, nats): 0.01 is a 1 % change of the odds the policy
-# gives a reply relative to the reference; pointwise DPO's mini run moved its rewards by 0.002.
+# Implicit rewards and their margins (β·log π_θ/π_ref): 0.01 nats of reward is, at β = 0.1, a 0.1-nat
+# (~10 %) change of a reply's probability relative to the reference; below it the rewards have not
+# separated. Point-wise DPO's mini run moved its rewards by 0.002.
 MIN_REWARD_CHANGE = 0.01
-# KL to the reference at the end (nats): below 0.01 the policy is the reference to within 1 % odds.
+# KL to the reference at the end (nats): below 0.01 the policy's replies are, on average, within ~1 % of
+# the reference's log-probability per reply: PPO that ended there did not move.
 MIN_KL = 0.01
 
 
