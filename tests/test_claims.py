@@ -152,6 +152,19 @@ def test_labels_select_the_qa_feedback_variant():
         "not measured (no run of pointwise_dpo (binary labels) on qa_feedback)"
 
 
+def test_estimate_of_one_method_with_its_ci():
+    runs = [_record("ulma", [1.0] * 60 + [0.0] * 40, seed=s) for s in range(2)]
+    out = claims.estimate(runs, "ulma", "hh", "win_score", n_resamples=999)
+    assert out["estimate"] == pytest.approx(0.6) and out["ci_low"] < 0.6 < out["ci_high"]
+    assert (out["n_prompts"], out["n_seeds"]) == (100, 2)
+    flat = _record("dpo", [1.0, 0.0, 0.5], history=FLAT)
+    del flat["metrics"]["eval"]["per_item"]
+    old = claims.estimate([flat], "dpo", "hh", "win_score")
+    assert old["estimate"] == pytest.approx(0.5) and math.isnan(old["ci_low"])
+    assert "did not train" in old["note"] and "no per-prompt" in old["note"]
+    assert claims.estimate([], "dpo", "hh", "win_score")["note"] == "no run of dpo on hh"
+
+
 def test_reading_is_computed_from_the_row():
     rows = evaluate_claims([_record("ulma", _verdicts(0.8)), _record("dpo", _verdicts(0.3))], [WIN], n_resamples=199)
     text = claims.reading(rows[0])

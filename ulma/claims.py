@@ -377,28 +377,28 @@ def _per_run(claim, metric, selected, confidence, n_resamples, seed) -> dict[str
                 verdict=verdict(result.ci_low, result.ci_high, claim.direction), **values)
 
 
-def _per_item(claim, metric, selected, confidence, n_resamples, seed) -> dict[str, Any]:
+def _missing_items(selected: Sequence[dict[int, Mapping]], metric: Metric) -> str | None:
     missing = [f"{r.get('method')} on {r.get('dataset')} seed {s}" for runs in selected for s, r in runs.items()
                if not _has_items(r, metric)]
-    if missing:
-        aggregates = [[_aggregate(r, metric) for r in runs.values()] for runs in selected]
-        note = ""
-        if all(a is not None for arm in aggregates for a in arm):
-            diff = _combine(claim, [float(np.mean(arm)) for arm in aggregates])
-            note = f"aggregate difference without CI: {diff:+.4g}"
-        return _not_measured(claim, confidence, f"no per-prompt {metric.section} results in "
-                             f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: re-evaluate the run(s)",
-                             note=note)
+    if not missing:
+        return None
+    more = " ..." if len(missing) > 3 else ""
+    return f"no per-prompt {metric.section} results in {', '.join(missing[:3])}{more}: re-evaluate the run(s)"
+
+
+def _bootstrap_items(selected: Sequence[dict[int, Mapping]], metric: Metric, effect, confidence: float,
+                     n_resamples: int | None, seed: int):
+    """(BootstrapResult, note) of `effect` over the seeds and prompts every selected arm shares, or
+    (None, why not)."""
     seeds = sorted(set.intersection(*(set(runs) for runs in selected)))
     if not seeds:
-        return _not_measured(claim, confidence, "the methods share no seed")
+        return None, "the methods share no seed"
     sections = [_get(runs[s], f"metrics.eval.per_item.{metric.section}") for runs in selected for s in seeds]
     common = set.intersection(*(set(sec["ids"]) for sec in sections))
     ids = [i for i in sections[0]["ids"] if i in common]
     if len(ids) < 2:
-        return _not_measured(claim, confidence, f"{len(ids)} test prompt(s) in common: an interval needs 2")
+        return None, f"{len(ids)} test prompt(s) in common: an interval needs 2"
     tables = [_item_table(runs, metric, seeds, ids) for runs in selected]
-    effect = lambda *t: _combine(claim, [metric.statistic(x) for x in t])  # noqa: E731
     kwargs = {"n_resamples": n_resamples} if n_resamples else \
         {"n_resamples": stats.N_RESAMPLES_LC} if metric.statistic is _lc_table else {}
     result = stats.paired_bootstrap(tables, effect, confidence=confidence, seed=seed, **kwargs)
@@ -406,12 +406,60 @@ def _per_item(claim, metric, selected, confidence, n_resamples, seed) -> dict[st
     note = f"{result.resampled} resampled"
     if dropped:
         note += f"; {dropped} prompt(s) not shared by every run left out"
-    values = dict(difference=result.estimate, n_prompts=len(ids), n_seeds=len(seeds), note=note)
+    return result, note
+
+
+def _per_item(claim, metric, selected, confidence, n_resamples, seed) -> dict[str, Any]:
+    missing = _missing_items(selected, metric)
+    if missing:
+        aggregates = [[_aggregate(r, metric) for r in runs.values()] for runs in selected]
+        note = ""
+        if all(a is not None for arm in aggregates for a in arm):
+            diff = _combine(claim, [float(np.mean(arm)) for arm in aggregates])
+            note = f"aggregate difference without CI: {diff:+.4g}"
+        return _not_measured(claim, confidence, missing, note=note)
+    effect = lambda *t: _combine(claim, [metric.statistic(x) for x in t])  # noqa: E731
+    result, note = _bootstrap_items(selected, metric, effect, confidence, n_resamples, seed)
+    if result is None:
+        return _not_measured(claim, confidence, note)
+    values = dict(difference=result.estimate, n_prompts=result.n_prompts, n_seeds=result.n_seeds, note=note)
     if not (math.isfinite(result.ci_low) and math.isfinite(result.ci_high)):
         return _not_measured(claim, confidence,
                              "the statistic is undefined on these data (e.g. every length gap equal)", **values)
     return _row(claim, confidence, ci_low=result.ci_low, ci_high=result.ci_high,
                 verdict=verdict(result.ci_low, result.ci_high, claim.direction), **values)
+
+
+def estimate(records: Sequence[Mapping], method: str, dataset: str, metric: str, *, labels: str | None = None,
+             experiments: Sequence[str] | None = None, confidence: float = stats.CONFIDENCE,
+             n_resamples: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """One method's `metric` on `dataset` with its CI over prompts and seeds (for tables and figures:
+    win rates and preference accuracies with error bars). Returns ``{"estimate", "ci_low", "ci_high",
+    "confidence", "n_prompts", "n_seeds", "note"}``; without per-prompt data (or runs) the CI is NaN,
+    ``estimate`` the mean of the runs' own scalars when they have one, and ``note`` says why."""
+    spec = METRICS[metric]
+    out = {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "confidence": confidence,
+           "n_prompts": 0, "n_seeds": 0, "note": ""}
+    runs, why = select_runs(records, method, dataset, labels=labels, experiments=experiments)
+    if why:
+        return {**out, "note": why}
+    problems = [p for r in runs.values() if (p := training_problem(r))]
+    if spec.run_paths:
+        values = [next((v for p in spec.run_paths if isinstance(v := _get(r, p), (int, float))), None)
+                  for r in runs.values()]
+        values = [v for v in values if v is not None]
+        return {**out, "estimate": float(np.mean(values)) if values else math.nan, "n_seeds": len(values),
+                "note": "; ".join(problems + ["one value per run: no CI"])}
+    missing = _missing_items([runs], spec)
+    if missing:
+        aggregates = [a for r in runs.values() if (a := _aggregate(r, spec)) is not None]
+        return {**out, "estimate": float(np.mean(aggregates)) if aggregates else math.nan, "n_seeds": len(runs),
+                "note": "; ".join(problems + [missing])}
+    result, note = _bootstrap_items([runs], spec, spec.statistic, confidence, n_resamples, seed)
+    if result is None:
+        return {**out, "note": note}
+    return {**out, "estimate": result.estimate, "ci_low": result.ci_low, "ci_high": result.ci_high,
+            "n_prompts": result.n_prompts, "n_seeds": result.n_seeds, "note": "; ".join(problems + [note])}
 
 
 def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim] = CLAIMS, *,
