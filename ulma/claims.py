@@ -14,6 +14,11 @@ metrics, over runs for per-run costs), n prompts, n seeds and a verdict decided 
   (`ulma.stats.did_not_train`), lacks the per-prompt results the metric needs (records from before
   ``metrics.eval.per_item`` existed), or has too few prompts/runs for an interval.
 
+Public: `CLAIMS`, `METRICS`, `evaluate_claims` / `evaluate_claim` (rows), `write_claims` (the tables),
+`reading` (a computed sentence per row, for notebooks), `estimate` (one method's metric with its CI, for
+tables and figures), `load_records`, `select_runs`, `objective_endpoints` and `training_problem` (the
+did-not-train flag of a record, for every table), `verdict`.
+
 Choices, stated once:
 * Metrics. Generation quality is the judge's **length-controlled win rate** against the dataset's
   chosen reply (`ulma.stats.length_controlled_win_rate`, character gap), since the raw win rate of a
