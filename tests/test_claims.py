@@ -20,7 +20,7 @@ FLAT = [{"loss": 1.3864, "rewards/positive": 0.0002, "rewards/negative": 0.0004,
 
 
 def _record(method, verdicts, *, seed=0, dataset="hh", experiment="04_ulma", reply_chars=None, status="done",
-            history=MOVED, labels=None, **extra):
+            history=MOVED, labels=None, scores=None, **extra):
     """A run record as experiments.run_one writes it, with per-item generations."""
     n = len(verdicts)
     reply_chars = [100] * n if reply_chars is None else list(reply_chars)
@@ -32,7 +32,8 @@ def _record(method, verdicts, *, seed=0, dataset="hh", experiment="04_ulma", rep
         "metrics": {"train": {"log_history": history},
                     "eval": {"win_score": float(np.mean(verdicts)) if n else None,
                              "per_item": {"generations": {"ids": IDS[:n], "verdict": list(verdicts),
-                                                          "reply_chars": reply_chars, "reference_chars": [100] * n},
+                                                          "reply_chars": reply_chars, "reference_chars": [100] * n,
+                                                          "score": list(verdicts if scores is None else scores)},
                                           "pairs": {"ids": IDS[:n], "headline": list(verdicts)}}}},
     }
     record.update(extra)
@@ -135,6 +136,24 @@ def test_family_rows_get_bonferroni_intervals_and_run_level_costs():
     row = evaluate_claim(cost, runs, n_resamples=499)
     assert row["verdict"] == "reproduced" and row["difference"] == pytest.approx(-720.0) and row["n_seeds"] == 2
     assert evaluate_claim(cost, runs[:1] + runs[2:])["verdict"].startswith("not measured (an interval needs >= 2 runs")
+
+
+def test_golden_hh_claim_is_a_difference_of_differences():
+    """ULMA's judge score rises by 0.20 from HH to Golden HH, SFT's by 0.05: the claimed gain is 0.15."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(0.0, 0.3, size=(2, 150))
+    noise = lambda: rng.normal(0.0, 0.02, size=150)  # noqa: E731
+    records = []
+    for s in range(2):
+        for method, gain in (("ulma", 0.20), ("sft", 0.05)):
+            records.append(_record(method, [1.0] * 150, seed=s, scores=base[s] + noise(), experiment="05_golden_hh"))
+            records.append(_record(method, [1.0] * 150, seed=s, scores=base[s] + gain + noise(),
+                                   dataset="golden_hh", experiment="05_golden_hh"))
+    claim = next(c for c in claims.CLAIMS if c.id == "ulma_gains_more_than_sft_golden_hh")
+    row = evaluate_claim(claim, records, n_resamples=999)
+    assert row["difference"] == pytest.approx(0.15, abs=0.01) and row["verdict"] == "reproduced"
+    assert (row["n_seeds"], row["n_prompts"]) == (2, 150)
+    assert "difference of differences" in claims.reading(row)
 
 
 def test_labels_select_the_qa_feedback_variant():

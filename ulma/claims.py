@@ -28,7 +28,11 @@ Choices, stated once:
 * "ULMA ≥ every baseline" is one row per baseline (not against the best baseline: picking the best
   on the same data biases that row), and such a family of k rows gets Bonferroni intervals at
   1 − 0.05/k, so that "reproduced" on every row holds at 95 % jointly. The Golden HH claim (ULMA gains
-  more from better positives) is a difference of differences per baseline, in the same way.
+  more from better positives) is a difference of differences per baseline, in the same way, on the
+  judge's absolute score of the replies to the shared test prompts: a win rate would compare each
+  dataset's replies with its own (better, for Golden HH) reference reply, so HH and Golden HH win
+  rates do not subtract. Its length confound cancels only as far as each method's reply lengths
+  stay the same on both datasets (the table's mean reply lengths say).
 * A run selected for a claim is checked for training (start vs end of its objective, `objective_endpoints`);
   the base model is exempt (it trains nothing by design).
 """
@@ -91,6 +95,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            aggregate=("metrics.eval.lc_win_rate",)),
     Metric("win_score", "win rate vs the dataset's reply, ties 1/2 (judge)", "higher", "generations",
            (lambda g: g["verdict"],), _mean_table, aggregate=("metrics.eval.win_score",)),
+    Metric("judge_score", "judge's score of the policy's replies", "higher", "generations",
+           (lambda g: g["score"],), _mean_table, aggregate=("metrics.eval.judge_score",)),
     Metric("preference_accuracy_headline", "preference accuracy, one rule for all methods", "higher", "pairs",
            (lambda p: p["headline"],), _mean_table, aggregate=("metrics.eval.preference_accuracy_headline",)),
     Metric("log_perplexity", "log perplexity of the test positives", "lower", "perplexity",
@@ -139,7 +145,7 @@ CLAIMS: tuple[Claim, ...] = (
     *(Claim(f"ulma_ge_{b}_hh", f"ULMA beats {b} on HH", "hh", "lc_win_rate", "ulma", b, "greater", _HH,
             family="ulma_ge_every_baseline_hh") for b in BASELINES),
     *(Claim(f"ulma_gains_more_than_{b}_golden_hh",
-            f"Better positives (Golden HH vs HH) help ULMA more than {b}", "golden_hh", "lc_win_rate", "ulma", b,
+            f"Better positives (Golden HH vs HH) help ULMA more than {b}", "golden_hh", "judge_score", "ulma", b,
             "greater", ("05_golden_hh",), baseline_dataset="hh", family="ulma_gains_most_golden_hh")
       for b in BASELINES),
     Claim("sft_ge_positive_dpo_positives", "On positives only, SFT does at least as well as positive DPO",
