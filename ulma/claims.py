@@ -52,7 +52,7 @@ from ulma import stats
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
 FAMILY_CONFIDENCE = 0.95  # joint level of a family of rows (Bonferroni: each row at 1 − 0.05/k)
 BASE_METHOD = "base"
-COLUMNS = ["claim", "text", "family", "dataset", "metric", "method_a", "method_b", "direction", "difference",
+COLUMNS = ["claim", "text", "family", "dataset", "versus_dataset", "metric", "method_a", "method_b", "direction", "difference",
            "ci_low", "ci_high", "confidence", "n_prompts", "n_seeds", "verdict", "note"]
 
 
@@ -327,6 +327,7 @@ def _aggregate(record: Mapping, metric: Metric) -> float | None:
 
 def _row(claim: Claim, confidence: float, **values) -> dict[str, Any]:
     row = {"claim": claim.id, "text": claim.text, "family": claim.family or "", "dataset": claim.dataset,
+           "versus_dataset": claim.baseline_dataset or "",
            "metric": claim.metric, "method_a": claim.method_a + (f" ({claim.labels_a})" if claim.labels_a else ""),
            "method_b": claim.method_b + (f" ({claim.labels_b})" if claim.labels_b else ""),
            "direction": claim.direction, "difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
@@ -496,7 +497,8 @@ def reading(row: Mapping[str, Any]) -> str:
     if str(row["verdict"]).startswith("not measured"):
         extra = f" ({row['note']})" if row.get("note") else ""
         return head + row["verdict"] + extra + "."
-    what = "difference of differences" if "gains more" in row["text"] else "difference"
+    what = (f"difference of differences ({row['dataset']} minus {row['versus_dataset']})"
+            if row.get("versus_dataset") else "difference")
     sample = (f"{row['n_prompts']} test prompts x {row['n_seeds']} seed(s)" if row.get("n_prompts")
               else f"{row['n_seeds']} run(s) per method")
     return (f"{head}{row['verdict']} - {metric.label} ({metric.better} is better), {row['method_a']} minus "
