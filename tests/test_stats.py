@@ -112,7 +112,8 @@ def test_length_controlled_win_rate_treats_ties_as_half():
 def test_length_controlled_win_rate_agrees_with_scikit_learn():
     """An independent fit: scikit-learn's unpenalized logistic regression on the rows duplicated as a win
     of weight y and a loss of weight 1 − y (a tie: ½ and ½) gives the same intercept."""
-    from sklearn.linear_model import LogisticRegression
+    sklearn = pytest.importorskip("sklearn.linear_model")  # not a dependency of ulma: a cross-check only
+    LogisticRegression = sklearn.LogisticRegression
 
     outcomes, gap = _planted(n=500, seed=2)
     outcomes[::9] = 0.5
