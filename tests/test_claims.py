@@ -136,6 +136,10 @@ def test_family_rows_get_bonferroni_intervals_and_run_level_costs():
     row = evaluate_claim(cost, runs, n_resamples=499)
     assert row["verdict"] == "reproduced" and row["difference"] == pytest.approx(-720.0) and row["n_seeds"] == 2
     assert evaluate_claim(cost, runs[:1] + runs[2:])["verdict"].startswith("not measured (an interval needs >= 2 runs")
+    with pytest.raises(ValueError, match="per-prompt metric"):
+        Claim("x", "t", "golden_hh", "train_s", "ulma", "rlhf", "less", baseline_dataset="hh")
+    with pytest.raises(ValueError, match="unknown metric"):
+        Claim("x", "t", "hh", "bleu", "ulma", "rlhf", "greater")
 
 
 def test_golden_hh_claim_is_a_difference_of_differences():

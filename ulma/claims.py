@@ -52,8 +52,8 @@ from ulma import stats
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
 FAMILY_CONFIDENCE = 0.95  # joint level of a family of rows (Bonferroni: each row at 1 − 0.05/k)
 BASE_METHOD = "base"
-COLUMNS = ["claim", "text", "family", "dataset", "versus_dataset", "metric", "method_a", "method_b", "direction", "difference",
-           "ci_low", "ci_high", "confidence", "n_prompts", "n_seeds", "verdict", "note"]
+COLUMNS = ["claim", "text", "family", "dataset", "versus_dataset", "metric", "method_a", "method_b", "direction",
+           "difference", "ci_low", "ci_high", "confidence", "n_prompts", "n_seeds", "verdict", "note"]
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -134,6 +134,9 @@ class Claim:
             raise ValueError(f"claim {self.id}: unknown metric {self.metric!r}; known: {sorted(METRICS)}")
         if self.direction not in ("greater", "less"):
             raise ValueError(f"claim {self.id}: direction must be 'greater' or 'less', got {self.direction!r}")
+        if self.baseline_dataset and METRICS[self.metric].run_paths:
+            raise ValueError(f"claim {self.id}: a difference of differences needs a per-prompt metric, not "
+                             f"{self.metric!r}")
 
 
 BASELINES = ("sft", "rlhf", "dpo", "pointwise_dpo", "unlikelihood", "kto")
@@ -376,8 +379,6 @@ def _per_run(claim, metric, selected, confidence, n_resamples, seed) -> dict[str
         if any(v is None for v in values):
             return _not_measured(claim, confidence, f"no {metric.name} recorded ({', '.join(metric.run_paths)})")
         samples.append(values)
-    if claim.baseline_dataset:
-        raise ValueError(f"claim {claim.id}: a difference of differences needs a per-prompt metric")
     result = stats.independent_difference(samples[0], samples[1], confidence=confidence, seed=seed,
                                           **({"n_resamples": n_resamples} if n_resamples else {}))
     counts = f"{len(samples[0])} run(s) of {claim.method_a}, {len(samples[1])} of {claim.method_b}"
