@@ -397,6 +397,10 @@ def test_evaluate_run_on_a_hand_made_hh_run(tmp_path):
     assert result["generation_budget_ok"] is False and gens["reply_tokens"] == [8] * n
     assert result["mean_reply_tokens"] == 8 and result["mean_reply_chars"] == result["mean_generation_chars"]
     assert result["mean_reference_chars"] == pytest.approx(sum(gens["reference_chars"]) / n)
+    # a few replies as text, for side-by-side reading from the results JSON alone
+    assert [x["generation"] for x in result["samples"]] == [line["generation"] for line in lines][:5]
+    assert result["samples"][0]["verdict"] == lines[0]["judge"]["verdict"]
+    assert result["samples"][0]["prompt"] == lines[0]["prompt"][-1]["content"]
 
 
 def test_evaluate_run_of_the_base_model_ranks_at_one_half(tmp_path):

@@ -57,6 +57,9 @@ HEADLINE_RULE = ("token-mean log-likelihood ratio to the base model, chosen vs r
                  "[mean log pi/pi_ref](chosen) - [mean log pi/pi_ref](rejected) > 0; ties count 1/2")
 # the protocol wants >= 95 % of replies to finish at EOS within the token budget
 MAX_TRUNCATED_FRACTION = 0.05
+# generations kept as text in the eval section (results JSON), so that notebooks can show the same
+# prompts' replies of every method side by side from results/ alone (the full set: generations.jsonl)
+NUM_SAMPLES = 5
 REFERENCE_CACHE_VERSION = 2  # 2: per-pair sequence sums in row order (1: the method's reduction, batch order)
 
 
@@ -612,7 +615,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     - ``per_item``: compact per-item lists in the order of their ``ids`` (`item_ids`): ``pairs`` (``own`` and
       ``headline`` outcomes 1/0.5/0), ``perplexity`` (``nll`` summed per reply, ``tokens``), ``generations``
       (``verdict`` 1/0.5/0, ``score``, ``reference_score``, ``reply_tokens``, ``reply_chars``,
-      ``reference_tokens``, ``reference_chars``, ``truncated`` 0/1).
+      ``reference_tokens``, ``reference_chars``, ``truncated`` 0/1);
+    - ``samples``: the first `NUM_SAMPLES` generations as text (last user turn, reference, reply, verdict).
     """
     from ulma.batching import tokenize_dataset
     from ulma.config import profile_from_dict
@@ -731,6 +735,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
                                    "verdict": verdicts[k]}
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     result["generations_file"] = GENERATIONS_FILE
+    result["samples"] = [
+        {"id": items["ids"][k], "prompt": prompts[k][-1]["content"], "reference": references[k],
+         "generation": replies[k], "truncated": bool(truncated[k]),
+         "verdict": verdicts[k] if verdicts is not None else None} for k in range(min(n, NUM_SAMPLES))]
     result["per_item"] = per_item
     timings["total_s"] = time.perf_counter() - start
     result["timings"] = timings
