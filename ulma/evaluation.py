@@ -715,7 +715,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
             judge_score=_nanmean(scores), reference_score=_nanmean(ref_scores),
             wins=counts["win"], ties=counts["tie"], losses=counts["lose"],
             win_rate=counts["win"] / n, tie_rate=counts["tie"] / n, lose_rate=counts["lose"] / n,
-            win_score=sum(values) / n, lc_win_rate=length_controlled_win_rate(values, gaps),
+            win_score=sum(values) / n, lc_win_rate=_finite_or_none(length_controlled_win_rate(values, gaps)),
             lc_length_unit="chars",
             judge_accuracy=judged.info.get("accuracy"), judge_info=dict(judged.info),
         )
@@ -749,3 +749,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
 def _nanmean(values: Sequence[float]) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
+
+
+def _finite_or_none(value: float) -> float | None:
+    """NaN (e.g. an LC win rate with every length gap equal) as None: strict JSON has no NaN."""
+    return value if math.isfinite(value) else None
