@@ -33,7 +33,7 @@ from scipy import stats as _scipy_stats
 
 VERDICT_VALUE = {"win": 1.0, "tie": 0.5, "lose": 0.0}
 CONFIDENCE = 0.95
-N_RESAMPLES = 9999  # scipy's default; percentile CIs of a mean are stable to ~0.002 at this count
+N_RESAMPLES = 9999  # scipy.stats.bootstrap's default
 N_RESAMPLES_LC = 1000  # each resample refits a logistic regression per method (~2 ms each); Efron & Tibshirani
 # (1993) advise >= 1000 resamples for percentile intervals
 
