@@ -188,8 +188,54 @@ def test_preference_accuracy_reference_cache(tiny, tmp_path):
     # fewer pairs than the cache holds: not this cache's data, so it needs the reference again
     with pytest.raises(ValueError, match="needs a reference"):
         preference_accuracy(model, data.select(range(2)), method="dpo", reference=None, reference_cache=cache)
-    # sft ranks by likelihood: the cache is not touched
-    assert preference_accuracy(model, data, method="sft", reference=None, reference_cache=cache)["reference_cache"] is None
+    # sft ranks by likelihood, but its headline column reads the same reference half
+    sft = preference_accuracy(model, data, method="sft", reference=None, reference_cache=cache)
+    assert sft["reference_cache"] == "hit" and sft["ranking"] == "log_likelihood"
+    assert sft["headline_accuracy"] is not None
+    # without a cache or reference, sft still gets its own column, and the headline says why it is missing
+    bare = preference_accuracy(model, data, method="sft", reference=None)
+    assert bare["reference_cache"] is None and bare["headline_accuracy"] is None
+    assert "no reference" in bare["headline_note"] and bare["accuracy"] == sft["accuracy"]
+
+
+def test_headline_ranks_every_method_by_the_token_mean_log_ratio(tiny):
+    """The headline margin is [mean log π/π_ref](w) − [mean log π/π_ref](l), the same for every method
+    (β and the method's reduction play no part); the base model against itself ties every pair."""
+    model, tokenizer = tiny
+    reference, _ = load_model_and_tokenizer("tiny", seed=1)
+    rows = [{"prompt": p, "chosen": a, "rejected": b} for p, (a, b) in zip(PROMPTS, REPLIES)]
+    data = _tokenized(rows, tokenizer, "pairwise")
+    want = []
+    for r in data:
+        ratio = [_hand_logp(model, r["prompt_ids"], r[c], "mean")[0]
+                 - _hand_logp(reference, r["prompt_ids"], r[c], "mean")[0] for c in ("chosen_ids", "rejected_ids")]
+        want.append(ratio[0] - ratio[1])
+    outs = {m: preference_accuracy(model, data, method=m, beta=b, reference=reference, batch_size=2)
+            for m, b in (("dpo", 0.5), ("ulma", 0.1), ("sft", 0.1), ("kto", 2.0))}
+    expected = [1.0 if m > 0 else 0.0 for m in want]
+    for m, out in outs.items():
+        assert out["headline_outcomes"] == expected, m
+        assert out["headline_accuracy"] == pytest.approx(sum(expected) / 3)
+        assert out["headline_margin_mean"] == pytest.approx(sum(want) / 3, rel=1e-4, abs=1e-7)
+        assert out["outcomes"] is not None and len(out["outcomes"]) == 3
+    # the own column differs by method: dpo ranks by summed log-ratios, sft by likelihood
+    assert outs["dpo"]["margin_mean"] != pytest.approx(outs["sft"]["margin_mean"], rel=1e-3)
+    base = preference_accuracy(model, data, method="base", reference=model)
+    assert base["headline_accuracy"] == 0.5 and base["headline_ties"] == 3 and base["headline_margin_mean"] == 0.0
+    assert base["ranking"] == "log_likelihood" and base["logp_reduction"] == "mean"
+    # per-pair chosen NLL and token counts (for the perplexity of the same pass)
+    first = data[0]
+    assert base["chosen_tokens"][0] == len(first["chosen_ids"])
+    want_nll = -_hand_logp(model, first["prompt_ids"], first["chosen_ids"])[0]
+    assert base["chosen_nll"][0] == pytest.approx(want_nll, rel=1e-5)
+
+
+def test_item_ids_are_stable_and_distinguish_repeats():
+    from ulma.evaluation import item_ids
+
+    ids = item_ids([PROMPTS[0], PROMPTS[1], PROMPTS[0], [dict(m) for m in PROMPTS[1]]])
+    assert ids[0] != ids[1] and ids[2] == ids[0] + "~1" and ids[3] == ids[1] + "~1"
+    assert item_ids([PROMPTS[1]]) == [ids[1]] and len(ids[0]) == 12
 
 
 def test_reference_cache_path_keys_on_content_model_and_settings(tiny, tmp_path, monkeypatch):
@@ -255,6 +301,24 @@ def test_generate_stops_at_eos(lively):
     assert len(reply) < len(tokenizer.decode(tokens, skip_special_tokens=True).strip())
 
 
+def test_generate_details_count_tokens_and_flag_the_budget(lively):
+    model, tokenizer = lively
+    prompt_ids = tokenizer(render_prompt(PROMPTS[1], tokenizer))["input_ids"]
+    out = model.generate(input_ids=torch.tensor([prompt_ids]), max_new_tokens=12, do_sample=False)
+    tokens = out[0, len(prompt_ids):].tolist()
+    stop = tokens[3]
+    cut = tokens.index(stop)
+    model.generation_config.eos_token_id = stop
+    try:
+        ended, cut_short = (generate(model, tokenizer, [PROMPTS[1]], max_new_tokens=m, progress=False, details=True)[0]
+                            for m in (12, cut))
+    finally:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    assert ended.num_tokens == cut and not ended.truncated  # stopped at EOS within the budget
+    assert cut_short.num_tokens == cut and cut_short.truncated  # the budget ran out just before the EOS
+    assert ended.text == cut_short.text == tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
+
+
 # --------------------------------------------------------------------------------------- evaluate_run
 class LengthJudge(ScoreJudge):
     """A stand-in judge: score = reply length; says so in `info`."""
@@ -312,6 +376,74 @@ def test_evaluate_run_on_a_hand_made_hh_run(tmp_path):
     assert set(lines[0]) >= {"prompt", "reference", "generation", "judge"}
     assert lines[0]["judge"]["score"] == len(lines[0]["generation"])
     assert lines[0]["judge"]["verdict"] in ("win", "tie", "lose")
+    # the headline ranks the fresh adapters (= the base model) at exactly one half too
+    assert result["preference_accuracy_headline"] == 0.5
+    assert result["preference_headline_ties"] == result["preference_pairs"]
+    # per-item lists, aligned with their ids, and the length bookkeeping
+    items = result["per_item"]
+    pairs, gens, ppl = items["pairs"], items["generations"], items["perplexity"]
+    assert len(pairs["ids"]) == len(pairs["own"]) == len(pairs["headline"]) == result["preference_pairs"]
+    assert set(pairs["own"]) == {0.5} and set(pairs["headline"]) == {0.5}
+    assert len(ppl["ids"]) == len(ppl["nll"]) == len(ppl["tokens"]) == result["perplexity_rows"]
+    assert result["perplexity_source"] == "pairwise pass"  # HH: the SFT rows are the pairs' chosen replies
+    assert math.exp(sum(ppl["nll"]) / sum(ppl["tokens"])) == pytest.approx(result["perplexity"], rel=1e-4)
+    assert gens["ids"] == [line["id"] for line in lines] and gens["ids"][:n] == ppl["ids"][:n]
+    assert gens["reply_chars"] == [len(line["generation"]) for line in lines]
+    assert gens["verdict"] == [{"win": 1.0, "tie": 0.5, "lose": 0.0}[line["judge"]["verdict"]] for line in lines]
+    assert result["win_score"] == pytest.approx((result["wins"] + 0.5 * result["ties"]) / n)
+    assert 0.0 <= result["lc_win_rate"] <= 1.0 and result["lc_length_unit"] == "chars"
+    # tiny's budget is 8 tokens and a random model never says EOS: every reply is cut
+    assert gens["truncated"] == [1] * n and result["truncated_fraction"] == 1.0
+    assert result["generation_budget_ok"] is False and gens["reply_tokens"] == [8] * n
+    assert result["mean_reply_tokens"] == 8 and result["mean_reply_chars"] == result["mean_generation_chars"]
+    assert result["mean_reference_chars"] == pytest.approx(sum(gens["reference_chars"]) / n)
+    # a few replies as text, for side-by-side reading from the results JSON alone
+    assert [x["generation"] for x in result["samples"]] == [line["generation"] for line in lines][:5]
+    assert result["samples"][0]["verdict"] == lines[0]["judge"]["verdict"]
+    assert result["samples"][0]["prompt"] == lines[0]["prompt"][-1]["content"]
+
+
+def test_evaluate_run_of_the_base_model_ranks_at_one_half(tmp_path):
+    """A run that trained nothing (``base``: no adapter/, model/ or tokenizer/) is the starting model; both
+    headline and own columns are computed, the headline at exactly ½ (the model is its own reference)."""
+    run = _hand_made_run(tmp_path, "hh", "base")
+    import shutil
+
+    shutil.rmtree(run / "adapter")
+    shutil.rmtree(run / "tokenizer")
+    result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    assert result["preference_accuracy_headline"] == 0.5 and result["preference_headline_margin"] == 0.0
+    assert result["preference_ranking"] == "log_likelihood" and result["preference_logp_reduction"] == "mean"
+    assert result["judge"] is None and result["per_item"]["generations"]["verdict"] is None
+
+
+def test_evaluate_run_stops_replies_at_eos(tmp_path, lively):
+    """A full-model run whose generation config names a frequent token as EOS: replies that reach it end
+    there (fewer tokens than the budget, not truncated); the others are cut at the budget."""
+    from ulma import data
+    from ulma.batching import tokenize_prompts
+
+    model, tokenizer = lively
+    run = _hand_made_run(tmp_path, "hh", "sft", {"eval.max_new_tokens": 6})
+    import shutil
+
+    shutil.rmtree(run / "adapter")
+    prompts = data.load("hh", "sft", "mini_test", "fixtures", on_bad_row="skip")["prompt"][:4]
+    firsts = []
+    for ids in tokenize_prompts(prompts, tokenizer, 64):
+        out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False)
+        firsts.append(out[0, len(ids):].tolist())
+    stop = firsts[0][2]  # the first prompt's third reply token: that reply ends after 2 tokens
+    want = [(f.index(stop), False) if stop in f else (6, True) for f in firsts]
+    saved = copy.deepcopy(model)
+    saved.generation_config.eos_token_id = [tokenizer.eos_token_id, stop]
+    saved.save_pretrained(run / "model")
+    result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    items = result["per_item"]["generations"]
+    assert list(zip(items["reply_tokens"], map(bool, items["truncated"]))) == want
+    assert want[0] == (2, False)
+    assert result["truncated_fraction"] == pytest.approx(sum(t for _, t in want) / len(want))
+    assert result["mean_reply_tokens"] == pytest.approx(sum(n for n, _ in want) / len(want))
 
 
 def test_evaluate_run_red_team_has_no_preference_accuracy(tmp_path):
@@ -323,6 +455,9 @@ def test_evaluate_run_red_team_has_no_preference_accuracy(tmp_path):
     assert result["judge"] is None and result["num_generations"] == len(lines) == min(2, rows)
     assert (result["perplexity"] is None) == (rows == 0)
     assert all("judge" not in json.loads(line) for line in lines)
+    if rows:  # no pairs to share a pass with: the positives get their own
+        assert result["perplexity_source"] == "sft pass" and "pairs" not in result["per_item"]
+        assert len(result["per_item"]["perplexity"]["ids"]) == result["perplexity_rows"]
 
 
 @pytest.mark.slow

@@ -2,32 +2,65 @@
 
 * `perplexity`: exp(total NLL / total tokens) of held-out positive responses, over the response tokens
   only (token-weighted, as the paper reports it).
-* `preference_accuracy`: how often held-out chosen replies outrank rejected ones: by the implicit reward
-  β(Δ_w − Δ_l) (Δ = ℓ_θ − ℓ_ref) for methods trained against a reference, by the log-likelihood
-  ℓ_θ(w) − ℓ_θ(l) for SFT and unlikelihood; a tie counts half.
+* `preference_accuracy`: how often held-out chosen replies outrank rejected ones, by two rules:
+  - **headline** (``preference_accuracy_headline``), one rule for every method so that the column ranks
+    methods: the token-mean log-likelihood ratio of the policy against the base (starting) model,
+    m = [ℓ̄_θ(w) − ℓ̄_ref(w)] − [ℓ̄_θ(l) − ℓ̄_ref(l)], ℓ̄ = log-prob per response token. It asks "did
+    training move the policy towards the chosen reply more than towards the rejected one", needs no
+    method's β or reduction, is not biased by reply length (per token; the base model's own length
+    preference cancels in the ratio), and the base model itself scores exactly 0.5 (every m = 0, ties
+    count ½; |m| ≤ `HEADLINE_TIE_TOLERANCE` is a tie, float noise between two passes of equal weights).
+  - **own** (``preference_accuracy``, the key kept for compatibility): each method's implicit reward
+    β(Δ_w − Δ_l) (Δ = ℓ_θ − ℓ_ref, its own reduction: sum or per-token mean) for methods trained against
+    a reference, the log-likelihood ℓ_θ(w) − ℓ_θ(l) for SFT, unlikelihood and the base model; a tie
+    counts ½. Not comparable across methods (different scales and reductions).
+  One policy pass (sequence sums and token counts) serves both rules and, where the SFT view's rows are
+  the pairs' chosen replies (HH), the perplexity too.
 * `generate`: batched greedy decoding through the chat template, left padding, prompts cut from the start
-  (the last user turn survives), stopping at EOS; the batched output equals one-by-one decoding.
+  (the last user turn survives), stopping at EOS or after the token budget (``eval.max_new_tokens``);
+  with ``details=True`` each reply also says how many tokens it took and whether the budget cut it.
 * `evaluate_run`: all of the above plus a judge (`ulma.judges`) on a run folder (DESIGN.md, Runs); writes
-  ``generations.jsonl`` and merges ``{"eval": ...}`` into ``metrics.json``.
+  ``generations.jsonl`` and merges ``{"eval": ...}`` into ``metrics.json``, with per-item lists
+  (``per_item``) keyed by stable prompt ids (`item_ids`) for paired statistics later (`ulma.stats`).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
+import numpy as np
 import torch
 
+from ulma import data as _data
 from ulma.batching import PairwiseCollator, PointwiseCollator, left_pad_prompts, tokenize_prompts
 from ulma.judges import VERDICTS
 from ulma.logprobs import model_logps
+from ulma.models import load_model_and_tokenizer, resolve_dtype
+from ulma.stats import VERDICT_VALUE, length_controlled_win_rate
+
+logger = logging.getLogger(__name__)
 
 GENERATIONS_FILE = "generations.jsonl"
 METRICS_FILE = "metrics.json"
+BASE_METHOD = "base"  # the starting model, evaluated without training
+# the headline rule's tie band (nats per token): two passes of the same weights in other batch
+# compositions differ by ~1e-7 in float32; a real shift of 1e-5 nats/token is far below any effect
+HEADLINE_TIE_TOLERANCE = 1e-5
+HEADLINE_RULE = ("token-mean log-likelihood ratio to the base model, chosen vs rejected: "
+                 "[mean log pi/pi_ref](chosen) - [mean log pi/pi_ref](rejected) > 0; ties count 1/2")
+# the protocol wants >= 95 % of replies to finish at EOS within the token budget
+MAX_TRUNCATED_FRACTION = 0.05
+# generations kept as text in the eval section (results JSON), so that notebooks can show the same
+# prompts' replies of every method side by side from results/ alone (the full set: generations.jsonl)
+NUM_SAMPLES = 5
+REFERENCE_CACHE_VERSION = 2  # 2: per-pair sequence sums in row order (1: the method's reduction, batch order)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -63,14 +96,6 @@ def _rows(dataset, columns: Sequence[str]) -> list[dict[str, Any]]:
     return [{c: r[c] for c in columns} for r in dataset]
 
 
-def _batches(rows: list[dict], batch_size: int, length) -> list[list[dict]]:
-    """Rows in batches of similar length (little padding); order does not matter to the sums below."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    ordered = sorted(rows, key=length)
-    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
-
-
 def _pad_id(model, pad_token_id: int | None) -> int:
     if pad_token_id is not None:
         return pad_token_id
@@ -87,28 +112,66 @@ def _logps(model, batch: dict[str, torch.Tensor], reduction: str):
                        batch["labels"].to(device), reduction=reduction)
 
 
+# ------------------------------------------------------------------------------------------ item ids
+def item_ids(prompts: Sequence[Any]) -> list[str]:
+    """A stable id per prompt: 12 hex digits of sha256 of the prompt's messages, with ``~k`` on its k-th
+    repeat (k ≥ 1) in this order. The same test prompts get the same ids in every run, method, seed
+    and dataset that shares them (HH and Golden HH), so per-item results pair up by id."""
+    seen: dict[str, int] = {}
+    out = []
+    for prompt in prompts:
+        messages = [{"role": m["role"], "content": m["content"]} for m in prompt] if not isinstance(prompt, str) \
+            else [{"role": "user", "content": prompt}]
+        key = hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        out.append(key if k == 0 else f"{key}~{k}")
+    return out
+
+
+def _order(rows: list[dict], length) -> list[int]:
+    """Row indices sorted by length (batches of similar length: little padding)."""
+    return sorted(range(len(rows)), key=lambda i: length(rows[i]))
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+
 # --------------------------------------------------------------------------------------- perplexity
-def perplexity(model, tokenizer_or_collator, dataset, *, batch_size: int = 8) -> float:
-    """exp(Σ NLL / Σ tokens) of the responses of a tokenized SFT (or point-wise) dataset.
+def sequence_nll(model, tokenizer_or_collator, dataset, *, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(NLL summed over each row's response tokens, its token count), in row order, float64 / int64.
 
     `dataset` has ``prompt_ids`` and ``completion_ids`` (`ulma.batching.tokenize_dataset`; the EOS that
-    ends each completion counts as a token, the prompt does not). Every row counts: pass the positives
-    (the SFT view). `tokenizer_or_collator` gives the padding: a tokenizer (its pad token) or a
-    `PointwiseCollator`.
+    ends each completion counts as a token, the prompt does not). `tokenizer_or_collator` gives the
+    padding: a tokenizer (its pad token) or a `PointwiseCollator`.
     """
+    _check_batch_size(batch_size)
     collator = tokenizer_or_collator
     if not isinstance(collator, PointwiseCollator):
         collator = PointwiseCollator(tokenizer_or_collator.pad_token_id)
     rows = _rows(dataset, ["prompt_ids", "completion_ids"])
-    nll, tokens = 0.0, 0
+    nll, tokens = np.zeros(len(rows)), np.zeros(len(rows), dtype=np.int64)
+    order = _order(rows, lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
     with _inference(model):
-        for chunk in _batches(rows, batch_size, lambda r: len(r["prompt_ids"]) + len(r["completion_ids"])):
-            out = _logps(model, collator([{**r, "z": 1.0} for r in chunk]), "sum")
-            nll -= out.logps.double().sum().item()
-            tokens += int(out.num_tokens.sum())
-    if tokens == 0:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            out = _logps(model, collator([{**rows[i], "z": 1.0} for i in chunk]), "sum")
+            nll[chunk] = -out.logps.double().cpu().numpy()
+            tokens[chunk] = out.num_tokens.cpu().numpy()
+    return nll, tokens
+
+
+def perplexity(model, tokenizer_or_collator, dataset, *, batch_size: int = 8) -> float:
+    """exp(Σ NLL / Σ tokens) of the responses of a tokenized SFT (or point-wise) dataset.
+
+    Every row counts: pass the positives (the SFT view). See `sequence_nll` for the arguments.
+    """
+    nll, tokens = sequence_nll(model, tokenizer_or_collator, dataset, batch_size=batch_size)
+    if tokens.sum() == 0:
         raise ValueError("perplexity needs at least one response token")
-    return math.exp(nll / tokens)
+    return math.exp(nll.sum() / tokens.sum())
 
 
 # ------------------------------------------------------------------------------- preference accuracy
@@ -117,122 +180,193 @@ def ranking_for(method: str) -> tuple[bool, str]:
 
     Registry methods with a reference (dpo, pointwise_dpo, ulma, kto, ...) rank by β(Δ_w − Δ_l); sft and
     unlikelihood (no reference) by ℓ(w) − ℓ(l). ``rlhf`` (PPO with a KL penalty to the reference) ranks by
-    the implicit reward of that KL-regularized objective, with sequence sums.
+    the implicit reward of that KL-regularized objective, with sequence sums; ``base`` (no training, it
+    is the reference) by its per-token log-likelihood.
     """
     if method == "rlhf":
         return True, "sum"
+    if method == BASE_METHOD:
+        return False, "mean"
     from ulma.losses import get_method
 
     spec = get_method(method)
     return spec.reference != "none", spec.logp_reduction
 
 
+def _pair_logps(model, rows: list[dict], collator, batch_size: int, reference) -> dict[str, np.ndarray]:
+    """Sequence sums of log-probs, (n, 2) = [chosen, rejected] per pair in row order, for the policy
+    and (unless `reference` is None) the reference (``"adapters"`` or a model), and token counts."""
+    n = len(rows)
+    policy, tokens = np.zeros((n, 2)), np.zeros((n, 2), dtype=np.int64)
+    ref = np.zeros((n, 2)) if reference is not None else None
+    ref_model = reference if reference is not None and not isinstance(reference, str) else None
+    longest = lambda r: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))  # noqa: E731
+    order = _order(rows, longest)
+    with _inference(*([model] + ([ref_model] if ref_model is not None else []))):
+        for start in range(0, n, batch_size):
+            chunk = order[start:start + batch_size]
+            batch = collator([rows[i] for i in chunk])
+            k = len(chunk)
+            out = _logps(model, batch, "sum")
+            values = out.logps.double().cpu().numpy()
+            policy[chunk] = np.stack([values[:k], values[k:]], axis=1)
+            counts = out.num_tokens.cpu().numpy()
+            tokens[chunk] = np.stack([counts[:k], counts[k:]], axis=1)
+            if ref is None:
+                continue
+            if ref_model is not None and ref_model is not model:
+                r = _logps(ref_model, batch, "sum").logps
+            elif ref_model is model:
+                r = out.logps  # the policy is its own reference: the same numbers
+            else:
+                with model.disable_adapter():
+                    r = _logps(model, batch, "sum").logps
+            r = r.double().cpu().numpy()
+            ref[chunk] = np.stack([r[:k], r[k:]], axis=1)
+    return {"policy": policy, "tokens": tokens, "reference": ref}
+
+
+def _outcomes(margins: np.ndarray, tolerance: float = 0.0) -> list[float]:
+    """1 / 0.5 / 0 per pair: the chosen reply ranked above, tied with (|m| ≤ tolerance), below."""
+    return [0.5 if abs(m) <= tolerance else 1.0 if m > 0 else 0.0 for m in margins.tolist()]
+
+
 def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, reference: Any = "adapters",
                         logp_reduction: str | None = None, batch_size: int = 8,
                         pad_token_id: int | None = None,
-                        reference_cache: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Fraction of held-out pairs whose chosen reply outranks the rejected one (a tie counts ½).
+                        reference_cache: str | os.PathLike | None = None, headline: bool = True) -> dict[str, Any]:
+    """Fraction of held-out pairs whose chosen reply outranks the rejected one, by the method's own
+    ranking and by the headline rule (module docstring); a tie counts ½.
 
-    `dataset`: tokenized pairwise rows (``prompt_ids``, ``chosen_ids``, ``rejected_ids``). The margin of a
-    pair is β[(ℓ_θ(w) − ℓ_ref(w)) − (ℓ_θ(l) − ℓ_ref(l))] (c cancels) for methods with a reference, and
-    ℓ_θ(w) − ℓ_θ(l) for sft / unlikelihood (`ranking_for`). `reference`: ``"adapters"`` (the peft policy
-    with its adapters disabled), a frozen reference model, or None (allowed only for methods that need
-    none). `logp_reduction` None = the method's own (`sum` or per-token `mean`). `reference_cache`: a
-    ``.safetensors`` file for the reference log-probs; read when it exists, else written after the pass.
-    The caller keys its name by everything the numbers depend on (`reference_cache_path`): every method
-    evaluated on the same pairs and base model shares it, so only the first run pays the reference half.
+    `dataset`: tokenized pairwise rows (``prompt_ids``, ``chosen_ids``, ``rejected_ids``). Own margin:
+    β[(ℓ_θ(w) − ℓ_ref(w)) − (ℓ_θ(l) − ℓ_ref(l))] for methods with a reference, ℓ_θ(w) − ℓ_θ(l) for
+    sft / unlikelihood / base (`ranking_for`), with `logp_reduction` (None = the method's own). Headline
+    margin: the token-mean log-ratio to the reference (computed when `headline` and a reference is at
+    hand; else None with ``headline_note``). `reference`: ``"adapters"`` (the peft policy with its
+    adapters disabled), a frozen reference model, or None (allowed only for methods that need none).
+    `reference_cache`: a ``.safetensors`` file of the reference's per-pair sequence sums; read when it
+    holds as many pairs, else written after the pass. The caller keys its name by everything the numbers
+    depend on (`reference_cache_path`): every method evaluated on the same pairs and base model shares it.
 
     Returns ``{"accuracy", "margin_mean", "num_pairs", "ties", "ranking", "logp_reduction", "beta",
-    "reference_cache"}`` (the last: ``hit``, ``miss`` or None).
+    "reference_cache", "outcomes", "headline_accuracy", "headline_margin_mean", "headline_ties",
+    "headline_outcomes", "headline_note", "chosen_nll", "chosen_tokens"}``: ``outcomes`` 1/0.5/0 per pair
+    in row order; ``reference_cache`` ``hit``, ``miss`` or None (no cache or no reference used).
     """
+    _check_batch_size(batch_size)
     uses_reference, default_reduction = ranking_for(method)
     reduction = logp_reduction or default_reduction
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"logp_reduction must be 'sum' or 'mean', got {reduction!r}")
     rows = _rows(dataset, ["prompt_ids", "chosen_ids", "rejected_ids"])
-    cached = _read_reference_cache(reference_cache, 2 * len(rows)) if uses_reference else None
-    if uses_reference and cached is None:
-        if reference is None:
-            raise ValueError(f"{method} ranks pairs by its implicit reward, which needs a reference: pass "
-                             "reference='adapters' (a peft model) or a reference model")
-        if isinstance(reference, str):
-            if reference != "adapters":
-                raise ValueError(f"reference must be 'adapters', a model or None, got {reference!r}")
-            if not hasattr(model, "disable_adapter"):
-                raise ValueError("reference='adapters' needs a peft (LoRA) model; pass the reference model instead")
-    collator = PairwiseCollator(_pad_id(model, pad_token_id))
-    margins: list[float] = []
-    ref_model = reference if uses_reference and cached is None and not isinstance(reference, str) else None
-    computed: list[torch.Tensor] = []
-    with _inference(*([model] + ([ref_model] if ref_model is not None else []))):
-        longest = lambda r: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))  # noqa: E731
-        done = 0  # the cache holds the reference values in this (deterministic, length-sorted) batch order
-        for chunk in _batches(rows, batch_size, longest):
-            batch = collator(chunk)
-            n = len(chunk)
-            policy = _logps(model, batch, reduction).logps.double().cpu()
-            if not uses_reference:
-                margin = policy[:n] - policy[n:]
-            else:
-                if cached is not None:
-                    ref = cached[done:done + 2 * n]
-                elif ref_model is not None:
-                    ref = _logps(ref_model, batch, reduction).logps.double().cpu()
-                else:
-                    with model.disable_adapter():
-                        ref = _logps(model, batch, reduction).logps.double().cpu()
-                computed.append(ref)
-                done += 2 * n
-                delta = policy - ref
-                margin = beta * (delta[:n] - delta[n:])
-            margins.extend(margin.tolist())
-    if uses_reference and cached is None and reference_cache is not None and computed:
-        _write_reference_cache(reference_cache, torch.cat(computed))
-    if not margins:
+    if not rows:
         raise ValueError("preference_accuracy needs at least one pair")
-    wins = sum(m > 0 for m in margins)
-    ties = sum(m == 0 for m in margins)
-    return {
-        "accuracy": (wins + 0.5 * ties) / len(margins),
-        "margin_mean": sum(margins) / len(margins),
-        "num_pairs": len(margins),
-        "ties": ties,
+    wants_reference = uses_reference or headline
+    cached = _read_reference_cache(reference_cache, len(rows)) if wants_reference else None
+    source, note = None, None
+    if wants_reference and cached is None:
+        if isinstance(reference, str) and reference != "adapters":
+            raise ValueError(f"reference must be 'adapters', a model or None, got {reference!r}")
+        if reference is None:
+            note = "no reference model given"
+        elif isinstance(reference, str) and not hasattr(model, "disable_adapter"):
+            note = "reference='adapters' needs a peft (LoRA) model"
+        else:
+            source = reference
+        if source is None and uses_reference:
+            if reference is None:
+                raise ValueError(f"{method} ranks pairs by its implicit reward, which needs a reference: pass "
+                                 "reference='adapters' (a peft model) or a reference model")
+            raise ValueError("reference='adapters' needs a peft (LoRA) model; pass the reference model instead")
+    passes = _pair_logps(model, rows, PairwiseCollator(_pad_id(model, pad_token_id)), batch_size, source)
+    policy, tokens = passes["policy"], passes["tokens"]
+    ref = cached if cached is not None else passes["reference"]
+    if passes["reference"] is not None and reference_cache is not None:
+        _write_reference_cache(reference_cache, passes["reference"])
+    per_token = lambda sums: sums / np.maximum(tokens, 1)  # noqa: E731  (a zero-token reply: 0, as model_logps)
+    reduce = per_token if reduction == "mean" else (lambda sums: sums)  # noqa: E731
+    if uses_reference:
+        delta = reduce(policy - ref)
+        margins = beta * (delta[:, 0] - delta[:, 1])
+    else:
+        own = reduce(policy)
+        margins = own[:, 0] - own[:, 1]
+    outcomes = _outcomes(margins)
+    out: dict[str, Any] = {
+        "accuracy": float(np.mean(outcomes)),
+        "margin_mean": float(margins.mean()),
+        "num_pairs": len(rows),
+        "ties": int(sum(o == 0.5 for o in outcomes)),
         "ranking": "implicit_reward" if uses_reference else "log_likelihood",
         "logp_reduction": reduction,
         "beta": beta if uses_reference else None,
-        "reference_cache": None if not uses_reference or reference_cache is None else "hit" if cached is not None else "miss",
+        "reference_cache": None if ref is None or reference_cache is None else "hit" if cached is not None else "miss",
+        "outcomes": outcomes,
+        "headline_accuracy": None, "headline_margin_mean": None, "headline_ties": None, "headline_outcomes": None,
+        "headline_note": None if ref is not None or not headline else f"no headline: {note}",
+        "chosen_nll": (-policy[:, 0]).tolist(), "chosen_tokens": tokens[:, 0].tolist(),
     }
+    if headline and ref is not None:
+        ratio = per_token(policy - ref)
+        head = ratio[:, 0] - ratio[:, 1]
+        head_outcomes = _outcomes(head, HEADLINE_TIE_TOLERANCE)
+        out.update(headline_accuracy=float(np.mean(head_outcomes)), headline_margin_mean=float(head.mean()),
+                   headline_ties=int(sum(o == 0.5 for o in head_outcomes)), headline_outcomes=head_outcomes)
+    return out
 
 
-def _read_reference_cache(path, expected: int) -> torch.Tensor | None:
-    """The cached reference log-probs (float64), or None when absent or of another length."""
+def _read_reference_cache(path, num_pairs: int) -> np.ndarray | None:
+    """The cached reference sums, (num_pairs, 2) float64, or None when absent or of another size/version."""
     if path is None or not Path(path).exists():
         return None
     from safetensors.torch import load_file
 
-    values = load_file(str(path)).get("reference_logps")
-    return values.double() if values is not None and values.numel() == expected else None
+    values = load_file(str(path)).get(f"reference_sums_v{REFERENCE_CACHE_VERSION}")
+    if values is None or tuple(values.shape) != (num_pairs, 2):
+        return None
+    return values.double().numpy()
 
 
-def _write_reference_cache(path, values: torch.Tensor) -> None:
+def _write_reference_cache(path, values: np.ndarray) -> None:
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    save_file({"reference_logps": values.contiguous()}, str(tmp))
+    save_file({f"reference_sums_v{REFERENCE_CACHE_VERSION}": torch.from_numpy(np.ascontiguousarray(values))}, str(tmp))
     tmp.replace(path)  # atomic: a concurrent reader never sees half a file
 
 
-def reference_cache_path(tokenized_pairs, *, model_name: str, dtype, reduction: str, batch_size: int) -> Path:
+def content_hash(dataset, columns: list[str]) -> str:
+    """sha256 of the given columns' values, row order included (list columns of ints, or scalars).
+
+    Content, not `datasets`' fingerprint: the latter is random whenever a mapped function (a tokenizer)
+    cannot be hashed, which would make every run miss the cache.
+    """
+    import pyarrow.compute as pc
+
+    table = dataset.select_columns(columns).with_format("arrow")[:]
+    digest = hashlib.sha256(f"rows={table.num_rows}".encode())
+    for name in columns:
+        col = table[name]
+        digest.update(name.encode())
+        if hasattr(col.type, "value_type"):  # list column: values + row lengths
+            digest.update(np.asarray(pc.list_value_length(col).to_numpy(zero_copy_only=False), np.int64).tobytes())
+            digest.update(np.asarray(pc.list_flatten(col).to_numpy(zero_copy_only=False), np.int64).tobytes())
+        else:
+            digest.update(np.asarray(col.to_numpy(zero_copy_only=False), np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def reference_cache_path(tokenized_pairs, *, model_name: str, dtype, reduction: str = "sum",
+                         batch_size: int) -> Path:
     """Where the evaluation's reference log-probs of these pairs live: keyed by the tokenized content,
     the base model's identity and dtype, the reduction and the batching (padding changes the last bits)."""
-    import hashlib
-
     from ulma.models import cache_dir, model_identity
-    from ulma.trainer import dataset_content_hash
 
     settings = {
-        "version": 1,
-        "data": dataset_content_hash(tokenized_pairs, ["prompt_ids", "chosen_ids", "rejected_ids"]),
+        "version": REFERENCE_CACHE_VERSION,
+        "data": content_hash(tokenized_pairs, ["prompt_ids", "chosen_ids", "rejected_ids"]),
         "model": model_identity(model_name),
         "dtype": str(dtype),
         "reduction": reduction,
@@ -251,9 +385,20 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+class Generation(NamedTuple):
+    """One greedy reply: its text, its token count (up to, not including, the EOS) and whether the token
+    budget cut it (no EOS within `max_new_tokens`)."""
+
+    text: str
+    num_tokens: int
+    truncated: bool
+
+
 def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, max_new_tokens: int,
-             batch_size: int = 8, max_prompt_length: int | None = None, progress: bool = True) -> list[str]:
-    """Greedy replies to chat `prompts` (lists of messages ending with a user turn), in input order.
+             batch_size: int = 8, max_prompt_length: int | None = None, progress: bool = True,
+             details: bool = False) -> list[str] | list[Generation]:
+    """Greedy replies to chat `prompts` (lists of messages ending with a user turn), in input order:
+    strings, or `Generation` records with ``details=True``.
 
     Each prompt is rendered by `ulma.batching.render_prompt` (the chat template, or the plain
     Human/Assistant template) and cut from the start to `max_prompt_length` tokens (None: only as much as
@@ -277,7 +422,7 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, m
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
                               eos_token_id=eos, bos_token_id=getattr(tokenizer, "bos_token_id", None))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    replies: list[str] = [""] * len(ids)
+    replies: list[Generation] = [Generation("", 0, False)] * len(ids)
     device = _device(model)
     with _inference(model), tqdm(total=len(ids), desc="generate", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
@@ -287,10 +432,14 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, m
                                  attention_mask=batch["attention_mask"].to(device), generation_config=config)
             new = out[:, batch["input_ids"].shape[1]:].tolist()
             for i, tokens in zip(chunk, new):
-                cut = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
-                replies[i] = tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
+                cut = next((k for k, t in enumerate(tokens) if t in eos), None)
+                # no EOS: the budget ran out (a batch stops early only when every row has ended)
+                truncated = cut is None
+                cut = len(tokens) if cut is None else cut
+                text = tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
+                replies[i] = Generation(text, cut, truncated)
             bar.update(len(chunk))
-    return replies
+    return replies if details else [g.text for g in replies]
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -335,48 +484,53 @@ def _load(dataset: str, view: str, split: str, data_dir, options: dict, limit: i
 
 
 def _reference_for(model, run_config: dict):
-    """The preference-accuracy reference: the adapters disabled (LoRA), else the starting weights."""
+    """The reference of both preference rankings: the base model itself for ``base``, the adapters
+    disabled (LoRA), else the starting weights loaded again."""
+    if run_config["method"] == BASE_METHOD:
+        return model
     if hasattr(model, "disable_adapter"):
         return "adapters"
-    from ulma.models import load_model_and_tokenizer
-
     ref, _ = load_model_and_tokenizer(run_config["train"]["model"], dtype=run_config["train"].get("dtype"))
     return ref.to(_device(model)).eval()
 
 
-def _preference_section(model, tokenizer, run_config: dict, ev, root, options: dict, lengths: dict) -> dict:
-    """The ``preference_*`` keys of the eval section (None with a ``preference_note`` when not applicable)."""
+def _preference_section(model, tokenizer, run_config: dict, ev, root, options: dict, lengths: dict):
+    """(the ``preference_*`` keys of the eval section, the test pairs and `preference_accuracy`'s full
+    answer); the keys are None with a ``preference_note`` when the dataset has no pairs (then the rest is None)."""
     from ulma.batching import tokenize_dataset
-    from ulma.data import SOURCES
 
     dataset, train_cfg = run_config["dataset"], run_config["train"]
     out: dict[str, Any] = {"preference_accuracy": None, "preference_margin": None, "preference_pairs": 0,
-                           "preference_note": None}
-    if "pairwise" not in SOURCES[dataset].views:  # red_team: one reply per prompt, nothing to rank
+                           "preference_note": None, "preference_accuracy_headline": None,
+                           "preference_headline_rule": HEADLINE_RULE}
+    if "pairwise" not in _data.SOURCES[dataset].views:  # red_team: one reply per prompt, nothing to rank
         out["preference_note"] = (f"not applicable: {dataset} has no pairwise view (each prompt has a single "
                                   "reply, so there are no chosen/rejected pairs to rank)")
-        return out
+        return out, None, None
     pairs, _ = _load(dataset, "pairwise", ev.test_split, root, options, ev.max_eval_samples)
     if len(pairs) == 0:
         out["preference_note"] = f"no test pairs in {dataset} {ev.test_split}"
-        return out
+        return out, None, None
     tokenized = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths)
-    uses_reference, reduction = ranking_for(run_config["method"])
+    _, reduction = ranking_for(run_config["method"])
     reduction = train_cfg.get("logp_reduction") or reduction
     # every method of a profile is evaluated on the same pairs against the same base model: cache the
-    # reference half of the pass (a third of an evaluation's time on mini) under a content key
+    # reference half of the pass (a third of an evaluation's time on mini) under a content key; every
+    # method needs it now (the headline ranks all of them against the base model)
     cache = reference_cache_path(tokenized, model_name=train_cfg["model"], dtype=next(model.parameters()).dtype,
-                                 reduction=reduction, batch_size=ev.eval_batch_size) if uses_reference else None
+                                 batch_size=ev.eval_batch_size)
     pref = preference_accuracy(
-        model, tokenized, method=run_config["method"],
-        beta=train_cfg.get("beta", 0.1),
-        reference=_reference_for(model, run_config) if uses_reference and not cache.exists() else None,
+        model, tokenized, method=run_config["method"], beta=train_cfg.get("beta", 0.1),
+        reference=None if cache.exists() else _reference_for(model, run_config),
         logp_reduction=reduction, batch_size=ev.eval_batch_size,
         pad_token_id=tokenizer.pad_token_id, reference_cache=cache)
     out.update(preference_accuracy=pref["accuracy"], preference_margin=pref["margin_mean"],
                preference_pairs=pref["num_pairs"], preference_ties=pref["ties"], preference_ranking=pref["ranking"],
-               preference_logp_reduction=pref["logp_reduction"], preference_reference_cache=pref["reference_cache"])
-    return out
+               preference_logp_reduction=pref["logp_reduction"], preference_reference_cache=pref["reference_cache"],
+               preference_accuracy_headline=pref["headline_accuracy"],
+               preference_headline_margin=pref["headline_margin_mean"], preference_headline_ties=pref["headline_ties"],
+               preference_headline_note=pref["headline_note"])
+    return out, pairs, pref
 
 
 def merge_metrics(run_dir: str | os.PathLike, section: str, values: dict[str, Any]) -> None:
@@ -389,71 +543,165 @@ def merge_metrics(run_dir: str | os.PathLike, section: str, values: dict[str, An
     tmp.replace(path)
 
 
+def load_run(run_dir: str | os.PathLike):
+    """(model in eval mode, tokenizer, run_config) of a run folder: the base model + ``adapter/``, the full
+    ``model/``, or, for a run that trained nothing (``base``), the starting model itself; the tokenizer
+    from ``tokenizer/`` when saved, else the base model's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} is missing: not a run folder")
+    run_config = json.loads(config_path.read_text())
+    cfg = run_config["train"]
+    if (run_dir / "adapter").is_dir():
+        from peft import PeftModel
+
+        base, tokenizer = load_model_and_tokenizer(cfg["model"], dtype=cfg["dtype"])
+        model = PeftModel.from_pretrained(base, run_dir / "adapter")
+    elif (run_dir / "model").is_dir():
+        model = AutoModelForCausalLM.from_pretrained(run_dir / "model", dtype=resolve_dtype(cfg["dtype"]))
+        tokenizer = None
+    else:
+        model, tokenizer = load_model_and_tokenizer(cfg["model"], dtype=cfg["dtype"])
+    if (run_dir / "tokenizer").is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
+    if tokenizer is None:
+        raise FileNotFoundError(f"{run_dir} has model/ but no tokenizer/")
+    return model.eval(), tokenizer, run_config
+
+
+def _resolve_data_dir(data_dir, profile_data_dir: str | None) -> str | None:
+    """The data root by DESIGN.md's precedence: argument, $ULMA_DATA_DIR, the profile's, else None (the hub)."""
+    value = data_dir or os.environ.get(_data.ENV_VAR) or profile_data_dir
+    root = _data.resolve_data_dir(value) if value else None
+    return str(root) if root is not None else None
+
+
+def _aligned(sft_rows, pairs) -> bool:
+    """Whether the SFT view's rows are the pairs' chosen replies, row for row (HH, Golden HH)."""
+    if pairs is None or len(sft_rows) != len(pairs):
+        return False
+    return (sft_rows["source_index"] == pairs["source_index"] and sft_rows["completion"] == pairs["chosen"]
+            and sft_rows["prompt"] == pairs["prompt"])
+
+
+def _round(values, digits: int) -> list:
+    return [None if v is None or not math.isfinite(v) else round(float(v), digits) for v in values]
+
+
 def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.PathLike | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Evaluate a trained run folder; write ``generations.jsonl``, merge ``"eval"`` into metrics.json.
 
-    The run is loaded with `ulma.trainer.load_trained`; the profile's `EvalConfig` (config.json) sets the
-    test split, sizes and judge. `judge`: None = the profile's (``eval.judge``), a name of
+    The run is loaded with `load_run`; the profile's `EvalConfig` (config.json) sets the test split,
+    sizes, token budget and judge. `judge`: None = the profile's (``eval.judge``), a name of
     `ulma.judges.JUDGES`, ``"none"`` for no judge, or a `Judge`. `data_dir`: DESIGN.md's precedence (this
     argument, $ULMA_DATA_DIR, the profile's ``train.data_dir``, the hub).
 
-    Returns the ``eval`` section: ``perplexity`` (test positives, the SFT view), ``preference_accuracy``
-    and ``preference_margin`` (test pairs; None with ``preference_note`` when the dataset has no pairwise
-    view), ``num_generations`` greedy replies and, with a judge, ``judge_score`` / ``reference_score``
-    (means over the generations and over the dataset's replies), ``wins`` / ``ties`` / ``losses`` and
-    their rates against the dataset's reply, ``judge_info`` (e.g. the judge's held-out accuracy).
+    Returns the ``eval`` section:
+    - ``perplexity`` of the test positives (``perplexity_source``: ``pairwise pass`` when the SFT rows are
+      the pairs' chosen replies, else ``sft pass``);
+    - ``preference_accuracy`` (own ranking), ``preference_accuracy_headline`` (one rule for every method,
+      ``preference_headline_rule``), margins, ties (None with ``preference_note`` without a pairwise view);
+    - ``num_generations`` greedy replies, ``truncated_fraction`` / ``num_truncated`` (no EOS within
+      ``max_new_tokens``), ``generation_budget_ok`` (truncated ≤ `MAX_TRUNCATED_FRACTION`),
+      ``mean_reply_tokens``, ``mean_reply_chars`` (= ``mean_generation_chars``), ``mean_reference_chars``,
+      ``mean_reference_tokens``;
+    - with a judge: ``judge_score`` / ``reference_score``, ``wins`` / ``ties`` / ``losses`` and their rates
+      against the dataset's reply, ``win_score`` (win rate with ties ½), ``lc_win_rate`` (length-controlled
+      on the character gap, `ulma.stats.length_controlled_win_rate`), ``judge_info``;
+    - ``per_item``: compact per-item lists in the order of their ``ids`` (`item_ids`): ``pairs`` (``own`` and
+      ``headline`` outcomes 1/0.5/0), ``perplexity`` (``nll`` summed per reply, ``tokens``), ``generations``
+      (``verdict`` 1/0.5/0, ``score``, ``reference_score``, ``reply_tokens``, ``reply_chars``,
+      ``reference_tokens``, ``reference_chars``, ``truncated`` 0/1);
+    - ``samples``: the first `NUM_SAMPLES` generations as text (last user turn, reference, reply, verdict).
     """
     from ulma.batching import tokenize_dataset
     from ulma.config import profile_from_dict
-    from ulma.trainer import load_trained, resolve_data_dir
 
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    model, tokenizer, run_config = load_trained(run_dir)
+    model, tokenizer, run_config = load_run(run_dir)
     if torch.cuda.is_available():
         model.to("cuda")
     profile = profile_from_dict(run_config["profile"])
     train_cfg, ev = run_config["train"], profile.eval
     dataset, method = run_config["dataset"], run_config["method"]
-    root = resolve_data_dir(data_dir, train_cfg.get("data_dir"))
+    root = _resolve_data_dir(data_dir, train_cfg.get("data_dir"))
     options = dict(train_cfg.get("data_options") or {})
     lengths = {"max_prompt_length": train_cfg["max_prompt_length"],
                "max_completion_length": train_cfg["max_completion_length"]}
     result: dict[str, Any] = {"dataset": dataset, "method": method, "test_split": ev.test_split, "data_dir": root}
+    per_item: dict[str, Any] = {}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     judged = _resolve_judge(judge, dataset=dataset, profile=profile, data_dir=root)  # fail early (e.g. no key)
     timings["judge_setup_s"] = time.perf_counter() - t0
 
-    # perplexity of the test positives
+    # preference accuracy on test pairs: one policy pass, both rankings
+    t0 = time.perf_counter()
+    section, pairs, pref = _preference_section(model, tokenizer, run_config, ev, root, options, lengths)
+    result.update(section)
+    if pref is not None:
+        per_item["pairs"] = {"ids": item_ids(pairs["prompt"]), "own": pref["outcomes"],
+                             "headline": pref["headline_outcomes"]}
+    timings["preference_s"] = time.perf_counter() - t0
+
+    # perplexity of the test positives: from the same pass when they are the pairs' chosen replies
     t0 = time.perf_counter()
     sft, skipped = _load(dataset, "sft", ev.test_split, root, options, None)
     scored = sft.select(range(min(len(sft), ev.max_eval_samples))) if ev.max_eval_samples is not None else sft
-    result.update(perplexity=None, perplexity_rows=len(scored), perplexity_tokens=0, malformed_rows_skipped=skipped)
+    result.update(perplexity=None, perplexity_rows=len(scored), perplexity_tokens=0, malformed_rows_skipped=skipped,
+                  perplexity_source=None)
     if len(scored):
-        tokenized = tokenize_dataset(scored, tokenizer, "sft", **lengths)
-        result["perplexity"] = perplexity(model, tokenizer, tokenized, batch_size=ev.eval_batch_size)
-        result["perplexity_tokens"] = int(sum(len(c) for c in tokenized["completion_ids"]))
+        if pref is not None and _aligned(scored, pairs):
+            nll, tokens = np.asarray(pref["chosen_nll"]), np.asarray(pref["chosen_tokens"])
+            result["perplexity_source"] = "pairwise pass"
+        else:
+            tokenized = tokenize_dataset(scored, tokenizer, "sft", **lengths)
+            nll, tokens = sequence_nll(model, tokenizer, tokenized, batch_size=ev.eval_batch_size)
+            result["perplexity_source"] = "sft pass"
+        if tokens.sum() == 0:
+            raise ValueError(f"{dataset} {ev.test_split}: the positive test replies have no tokens")
+        result["perplexity"] = math.exp(float(nll.sum()) / float(tokens.sum()))
+        result["perplexity_tokens"] = int(tokens.sum())
+        per_item["perplexity"] = {"ids": item_ids(scored["prompt"]), "nll": _round(nll, 4),
+                                  "tokens": [int(t) for t in tokens]}
     else:
         result["perplexity_note"] = f"no positive test rows in {dataset} {ev.test_split}"
     timings["perplexity_s"] = time.perf_counter() - t0
-
-    # preference accuracy on test pairs
-    t0 = time.perf_counter()
-    result.update(_preference_section(model, tokenizer, run_config, ev, root, options, lengths))
-    timings["preference_s"] = time.perf_counter() - t0
 
     # greedy generations for the first test prompts, judged against the dataset's reply
     t0 = time.perf_counter()
     shown = sft.select(range(min(len(sft), ev.num_generations))) if ev.num_generations is not None else sft
     prompts, references = shown["prompt"], shown["completion"]
-    replies = generate(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
+    outputs = generate(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
                        batch_size=ev.generation_batch_size, max_prompt_length=lengths["max_prompt_length"],
-                       progress=progress)
+                       progress=progress, details=True)
+    replies = [g.text for g in outputs]
     timings["generation_s"] = time.perf_counter() - t0
-    result.update(num_generations=len(replies), max_new_tokens=ev.max_new_tokens,
-                  mean_generation_chars=sum(map(len, replies)) / max(len(replies), 1))
+    n = len(replies)
+    reference_tokens = [len(ids) for ids in tokenizer(list(references), add_special_tokens=False)["input_ids"]] \
+        if n else []
+    truncated = [int(g.truncated) for g in outputs]
+    result.update(num_generations=n, max_new_tokens=ev.max_new_tokens,
+                  mean_generation_chars=sum(map(len, replies)) / max(n, 1),
+                  mean_reply_chars=sum(map(len, replies)) / max(n, 1) if n else None,
+                  mean_reply_tokens=sum(g.num_tokens for g in outputs) / n if n else None,
+                  mean_reference_chars=sum(map(len, references)) / n if n else None,
+                  mean_reference_tokens=sum(reference_tokens) / n if n else None,
+                  num_truncated=sum(truncated), truncated_fraction=sum(truncated) / n if n else None,
+                  generation_budget_ok=(sum(truncated) / n <= MAX_TRUNCATED_FRACTION) if n else None)
+    if n and not result["generation_budget_ok"]:
+        logger.warning("%s/%s: %d of %d replies hit the %d-token budget without EOS (> %.0f %%): raise "
+                       "eval.max_new_tokens", dataset, method, sum(truncated), n, ev.max_new_tokens,
+                       100 * MAX_TRUNCATED_FRACTION)
+    items = {"ids": item_ids(prompts), "verdict": None, "score": None, "reference_score": None,
+             "reply_tokens": [g.num_tokens for g in outputs], "reply_chars": [len(r) for r in replies],
+             "reference_tokens": reference_tokens, "reference_chars": [len(r) for r in references],
+             "truncated": truncated}
 
     t0 = time.perf_counter()
     verdicts = scores = ref_scores = None
@@ -461,26 +709,37 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     if judged is not None and replies:
         scores, ref_scores, verdicts = judged.judge_batch(prompts, replies, references)
         counts = {v: verdicts.count(v) for v in VERDICTS}
-        n = len(verdicts)
+        values = [VERDICT_VALUE[v] for v in verdicts]
+        gaps = [a - b for a, b in zip(items["reply_chars"], items["reference_chars"])]
         result.update(
             judge_score=_nanmean(scores), reference_score=_nanmean(ref_scores),
             wins=counts["win"], ties=counts["tie"], losses=counts["lose"],
             win_rate=counts["win"] / n, tie_rate=counts["tie"] / n, lose_rate=counts["lose"] / n,
+            win_score=sum(values) / n, lc_win_rate=_finite_or_none(length_controlled_win_rate(values, gaps)),
+            lc_length_unit="chars",
             judge_accuracy=judged.info.get("accuracy"), judge_info=dict(judged.info),
         )
+        items.update(verdict=values, score=_round(scores, 5), reference_score=_round(ref_scores, 5))
         if judged.name == "minilm_harmlessness" and dataset == "qa_feedback":
             result["judge_note"] = "a harmlessness judge trained on HH: off-topic for QA-feedback helpfulness"
+    per_item["generations"] = items
     timings["judge_s"] = time.perf_counter() - t0
 
     with open(run_dir / GENERATIONS_FILE, "w") as f:
-        for k, (row, reply) in enumerate(zip(shown, replies)):
-            record = {"index": k, "source_index": row["source_index"], "prompt": row["prompt"],
-                      "reference": row["completion"], "generation": reply}
+        for k, (row, reply) in enumerate(zip(shown, outputs)):
+            record = {"index": k, "id": items["ids"][k], "source_index": row["source_index"], "prompt": row["prompt"],
+                      "reference": row["completion"], "generation": reply.text, "reply_tokens": reply.num_tokens,
+                      "truncated": reply.truncated, "reference_tokens": reference_tokens[k]}
             if verdicts is not None:
                 record["judge"] = {"name": judged.name, "score": scores[k], "reference_score": ref_scores[k],
                                    "verdict": verdicts[k]}
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     result["generations_file"] = GENERATIONS_FILE
+    result["samples"] = [
+        {"id": items["ids"][k], "prompt": prompts[k][-1]["content"], "reference": references[k],
+         "generation": replies[k], "truncated": bool(truncated[k]),
+         "verdict": verdicts[k] if verdicts is not None else None} for k in range(min(n, NUM_SAMPLES))]
+    result["per_item"] = per_item
     timings["total_s"] = time.perf_counter() - start
     result["timings"] = timings
     merge_metrics(run_dir, "eval", result)
@@ -490,3 +749,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
 def _nanmean(values: Sequence[float]) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
+
+
+def _finite_or_none(value: float) -> float | None:
+    """NaN (e.g. an LC win rate with every length gap equal) as None: strict JSON has no NaN."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,536 @@
+"""The paper's claims as data, and a verdict for each computed from the stored runs.
+
+`CLAIMS` holds one `Claim` per comparison: method A against method B on a dataset and a metric, and the
+direction the paper claims for the difference A − B. `evaluate_claims(records)` takes the run records
+(the JSONs under ``results/<profile>/<experiment>/``, `load_records`) and returns one row per claim with
+the difference, its CI (`ulma.stats`: paired bootstrap over test prompts and seeds for per-prompt
+metrics, over runs for per-run costs), n prompts, n seeds and a verdict decided by `verdict`:
+
+* ``reproduced``: the CI lies entirely on the claimed side of 0;
+* ``contradicted``: entirely on the other side;
+* ``inconclusive``: the CI contains 0 (touching it counts: "A ≥ B" is tested as A > B, the conservative
+  reading, and the CI is in the table for any other one);
+* ``not measured (<reason>)``: a run is missing, was skipped or failed, did not train
+  (`ulma.stats.did_not_train`), lacks the per-prompt results the metric needs (records from before
+  ``metrics.eval.per_item`` existed), or has too few prompts/runs for an interval.
+
+Public: `CLAIMS`, `METRICS`, `evaluate_claims` / `evaluate_claim` (rows), `write_claims` (the tables),
+`reading` (a computed sentence per row, for notebooks), `estimate` (one method's metric with its CI, for
+tables and figures), `load_records`, `select_runs`, `objective_endpoints` and `training_problem` (the
+did-not-train flag of a record, for every table), `verdict`.
+
+Choices, stated once:
+* Metrics. Generation quality is the judge's **length-controlled win rate** against the dataset's
+  chosen reply (`ulma.stats.length_controlled_win_rate`, character gap), since the raw win rate of a
+  weak judge ranks reply length. QA-feedback uses the **headline preference accuracy** on held-out human
+  preference pairs instead: no offline judge of QA helpfulness exists (the HH harmlessness judge is
+  off-topic there). Cost uses training wall time and peak memory per run.
+* "ULMA ≥ every baseline" is one row per baseline (not against the best baseline: picking the best
+  on the same data biases that row), and such a family of k rows gets Bonferroni intervals at
+  1 − 0.05/k, so that "reproduced" on every row holds at 95 % jointly. The Golden HH claim (ULMA gains
+  more from better positives) is a difference of differences per baseline, in the same way, on the
+  judge's absolute score of the replies to the shared test prompts: a win rate would compare each
+  dataset's replies with its own (better, for Golden HH) reference reply, so HH and Golden HH win
+  rates do not subtract. Its length confound cancels only as far as each method's reply lengths
+  stay the same on both datasets (the table's mean reply lengths say).
+* A run selected for a claim is checked for training (start vs end of its objective, `objective_endpoints`);
+  the base model is exempt (it trains nothing by design).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ulma import stats
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
+FAMILY_CONFIDENCE = 0.95  # joint level of a family of rows (Bonferroni: each row at 1 − 0.05/k)
+BASE_METHOD = "base"
+COLUMNS = ["claim", "text", "family", "dataset", "versus_dataset", "metric", "method_a", "method_b", "direction",
+           "difference", "ci_low", "ci_high", "confidence", "n_prompts", "n_seeds", "verdict", "note"]
+
+
+# --------------------------------------------------------------------------------------------- metrics
+@dataclass(frozen=True)
+class Metric:
+    """How a claim's metric is read from a record.
+
+    Per-prompt metrics: ``section`` of ``metrics.eval.per_item`` and the `columns` taken from it (each a
+    function of the section returning one value per item id); `statistic` maps a (seeds, prompts, k)
+    table to a number. Per-run metrics: `run_paths`, the dotted record paths of its value (first found).
+    `aggregate`: the record's own scalar, shown (without CI) when per-prompt data is missing.
+    """
+
+    name: str
+    label: str
+    better: str  # "higher" | "lower"
+    section: str | None = None
+    columns: tuple[Callable[[Mapping], Any], ...] = ()
+    statistic: Callable[[np.ndarray], float] | None = None
+    run_paths: tuple[str, ...] = ()
+    aggregate: tuple[str, ...] = ()
+
+
+def _lc_table(table: np.ndarray) -> float:
+    return stats.length_controlled_win_rate(table[..., 0], table[..., 1])
+
+
+def _mean_table(table: np.ndarray) -> float:
+    return float(np.mean(table[..., 0]))
+
+
+def _log_ppl_table(table: np.ndarray) -> float:
+    return stats.log_perplexity(table[..., 0], table[..., 1])
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("lc_win_rate", "length-controlled win rate vs the dataset's reply (judge)", "higher", "generations",
+           (lambda g: g["verdict"], lambda g: np.subtract(g["reply_chars"], g["reference_chars"])), _lc_table,
+           aggregate=("metrics.eval.lc_win_rate",)),
+    Metric("win_score", "win rate vs the dataset's reply, ties 1/2 (judge)", "higher", "generations",
+           (lambda g: g["verdict"],), _mean_table, aggregate=("metrics.eval.win_score",)),
+    Metric("judge_score", "judge's score of the policy's replies", "higher", "generations",
+           (lambda g: g["score"],), _mean_table, aggregate=("metrics.eval.judge_score",)),
+    Metric("preference_accuracy_headline", "preference accuracy, one rule for all methods", "higher", "pairs",
+           (lambda p: p["headline"],), _mean_table, aggregate=("metrics.eval.preference_accuracy_headline",)),
+    Metric("log_perplexity", "log perplexity of the test positives", "lower", "perplexity",
+           (lambda p: p["nll"], lambda p: p["tokens"]), _log_ppl_table, aggregate=("metrics.eval.perplexity",)),
+    Metric("train_s", "training wall time (s)", "lower", run_paths=("timings.train_s",)),
+    Metric("peak_memory_mb", "peak training memory (MiB)", "lower",
+           run_paths=("memory.train_peak_cuda_mb", "metrics.train.peak_memory_mb", "memory.train_peak_rss_mb")),
+)}
+
+
+# ---------------------------------------------------------------------------------------------- claims
+@dataclass(frozen=True)
+class Claim:
+    """One comparison: `metric` of `method_a` minus that of `method_b` on `dataset`, claimed to be > 0
+    (``direction="greater"``) or < 0 (``"less"``). `baseline_dataset`: a difference of differences,
+    [A(dataset) − A(baseline_dataset)] − [B(dataset) − B(baseline_dataset)]. `labels_a` / `labels_b`:
+    QA-feedback's label option of each arm (``config.train.data_options.labels``). `experiments`: where to
+    look for the runs, in order of preference (None: any). `family`: rows tested together (Bonferroni)."""
+
+    id: str
+    text: str
+    dataset: str
+    metric: str
+    method_a: str
+    method_b: str
+    direction: str
+    experiments: tuple[str, ...] | None = None
+    baseline_dataset: str | None = None
+    labels_a: str | None = None
+    labels_b: str | None = None
+    family: str | None = None
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise ValueError(f"claim {self.id}: unknown metric {self.metric!r}; known: {sorted(METRICS)}")
+        if self.direction not in ("greater", "less"):
+            raise ValueError(f"claim {self.id}: direction must be 'greater' or 'less', got {self.direction!r}")
+        if self.baseline_dataset and METRICS[self.metric].run_paths:
+            raise ValueError(f"claim {self.id}: a difference of differences needs a per-prompt metric, not "
+                             f"{self.metric!r}")
+
+
+BASELINES = ("sft", "rlhf", "dpo", "pointwise_dpo", "unlikelihood", "kto")
+_HH = ("04_ulma", "03_pointwise_dpo", "05_golden_hh", "07_efficiency")
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("pointwise_dpo_ge_dpo_hh", "Point-wise DPO performs at least as well as DPO on HH (binary labels)",
+          "hh", "lc_win_rate", "pointwise_dpo", "dpo", "greater", ("03_pointwise_dpo", "04_ulma")),
+    *(Claim(f"ulma_ge_{b}_hh", f"ULMA beats {b} on HH", "hh", "lc_win_rate", "ulma", b, "greater", _HH,
+            family="ulma_ge_every_baseline_hh") for b in BASELINES),
+    *(Claim(f"ulma_gains_more_than_{b}_golden_hh",
+            f"Better positives (Golden HH vs HH) help ULMA more than {b}", "golden_hh", "judge_score", "ulma", b,
+            "greater", ("05_golden_hh",), baseline_dataset="hh", family="ulma_gains_most_golden_hh")
+      for b in BASELINES),
+    Claim("sft_ge_positive_dpo_positives", "On positives only, SFT does at least as well as positive DPO",
+          "hh", "lc_win_rate", "sft", "positive_dpo", "greater", ("06_ablations",)),
+    Claim("negative_dpo_ge_unlikelihood_negatives",
+          "On negatives only, negative DPO does at least as well as unlikelihood", "hh", "lc_win_rate",
+          "negative_dpo", "negative_unlikelihood", "greater", ("06_ablations",)),
+    Claim("ulma_cheaper_than_rlhf_time", "ULMA trains faster than RLHF (reward model + PPO)", "hh", "train_s",
+          "ulma", "rlhf", "less", ("07_efficiency", "04_ulma")),
+    Claim("ulma_cheaper_than_rlhf_memory", "ULMA needs less peak memory than RLHF", "hh", "peak_memory_mb",
+          "ulma", "rlhf", "less", ("07_efficiency", "04_ulma")),
+    Claim("continuous_ge_binary_pointwise_dpo_qa",
+          "Point-wise DPO does at least as well with continuous labels as with binary ones on QA-feedback",
+          "qa_feedback", "preference_accuracy_headline", "pointwise_dpo", "pointwise_dpo", "greater",
+          None, labels_a="continuous", labels_b="binary"),
+)
+
+
+# --------------------------------------------------------------------------------------------- records
+def load_records(profile: str, results_dir: str | Path = "results") -> list[dict]:
+    """Every run record of a profile: ``results/<profile>/<experiment>/*.json`` with a ``status``."""
+    root = Path(results_dir) / profile
+    records = []
+    for path in sorted(root.glob("*/*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(record, dict) and "status" in record and "method" in record:
+            records.append(record)
+    return records
+
+
+def _get(record: Mapping, dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _labels(record: Mapping) -> str | None:
+    """The QA-feedback label option of a run (the loader's default when the config does not set it)."""
+    from ulma.data import SOURCES
+
+    explicit = (_get(record, "config.train.data_options") or {}).get("labels")
+    if explicit is not None:
+        return explicit
+    source = SOURCES.get(record.get("dataset"))
+    choices = source.options.get("labels") if source is not None else None
+    return choices[0] if choices else None
+
+
+def _matches(record: Mapping, method: str, dataset: str, labels: str | None, experiments) -> bool:
+    if record.get("dataset") != dataset:
+        return False
+    if experiments is not None and record.get("experiment") not in experiments:
+        return False
+    base = record.get("base_method") or record.get("method")
+    if base != method:
+        return False
+    if labels is not None:
+        # a labels variant may carry its own label (e.g. pointwise_dpo@labels=binary): only data options
+        # may differ from the plain method, never a training hyperparameter (sweeps are other runs)
+        extra = set(record.get("overrides") or {}) - {"data_options", "labels"}
+        return not extra and _labels(record) == labels
+    return record.get("method") == method
+
+
+def select_runs(records: Iterable[Mapping], method: str, dataset: str, *, labels: str | None = None,
+                experiments: Sequence[str] | None = None) -> tuple[dict[int, Mapping], str | None]:
+    """({seed: record} of the finished runs of `method` on `dataset`, None) or ({}, why there are none).
+
+    Several records of one seed (the same run reused by several experiments): the first experiment in
+    `experiments` wins (else the first in name order)."""
+    found = [r for r in records if _matches(r, method, dataset, labels, experiments)]
+    order = {e: i for i, e in enumerate(experiments or ())}
+    found.sort(key=lambda r: (order.get(r.get("experiment"), len(order)), str(r.get("experiment"))))
+    done: dict[int, Mapping] = {}
+    for r in found:
+        if r.get("status") == "done":
+            done.setdefault(int(r.get("seed", 0)), r)
+    if done:
+        return done, None
+    name = method + (f" ({labels} labels)" if labels else "")
+    if found:
+        r = found[0]
+        why = r.get("reason") or r.get("note") or "no reason recorded"
+        return {}, f"{name} on {dataset}: {r.get('status')} ({why})"
+    return {}, f"no run of {name} on {dataset}"
+
+
+# -------------------------------------------------------------------------------------- training check
+def objective_endpoints(record: Mapping) -> tuple[dict, dict, str] | None:
+    """(start, end, source) of a run's objective: ``metrics.train.objective.{start,end}`` when the run
+    recorded them, else the first and last logged training entries that hold a loss, rewards or KL
+    (minibatch means after the first logging interval: a rougher test). None when neither exists."""
+    train = _get(record, "metrics.train") or {}
+    objective = train.get("objective")
+    if isinstance(objective, Mapping) and isinstance(objective.get("start"), Mapping) \
+            and isinstance(objective.get("end"), Mapping):
+        return dict(objective["start"]), dict(objective["end"]), "objective"
+    entries = [h for h in train.get("log_history") or [] if isinstance(h, Mapping)]
+    # the step entries (with a loss) when there are two; transformers' closing summary has no "loss"
+    history = [h for h in entries if "loss" in h]
+    if len(history) < 2:
+        history = [h for h in entries if "kl" in h or any(str(k).startswith("rewards/") for k in h)]
+    if len(history) < 2:
+        return None
+    return dict(history[0]), dict(history[-1]), "log_history"
+
+
+def training_problem(record: Mapping) -> str | None:
+    """Why a run cannot stand for its method (it did not train), or None."""
+    if (record.get("base_method") or record.get("method")) == BASE_METHOD:
+        return None
+    ends = objective_endpoints(record)
+    if ends is None:
+        return None
+    try:
+        check = stats.did_not_train(ends[0], ends[1])
+    except ValueError:
+        return None
+    if check.did_not_train:
+        return f"{record.get('method')} seed {record.get('seed')} {check.reason} [{ends[2]}]"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- verdict
+def verdict(ci_low: float, ci_high: float, direction: str) -> str:
+    """``reproduced`` / ``contradicted`` / ``inconclusive`` from a CI of A − B and the claimed sign.
+
+    Reproduced: the whole CI on the claimed side, strictly (a CI touching 0 is inconclusive). A CI that
+    is NaN cannot decide: ValueError (the caller reports ``not measured``)."""
+    if direction not in ("greater", "less"):
+        raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}")
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)) or ci_low > ci_high:
+        raise ValueError(f"a verdict needs a finite CI with low <= high, got [{ci_low}, {ci_high}]")
+    sign = 1.0 if direction == "greater" else -1.0
+    low, high = sorted((sign * ci_low, sign * ci_high))
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def _item_table(runs: dict[int, Mapping], metric: Metric, seeds: list[int], ids: list[str]) -> np.ndarray:
+    """(seeds, prompts, k) values of `metric` for the given seeds and item ids."""
+    table = np.empty((len(seeds), len(ids), len(metric.columns)))
+    for s, seed in enumerate(seeds):
+        section = _get(runs[seed], f"metrics.eval.per_item.{metric.section}")
+        position = {i: k for k, i in enumerate(section["ids"])}
+        for c, column in enumerate(metric.columns):
+            values = np.asarray(column(section), dtype=float)
+            table[s, :, c] = values[[position[i] for i in ids]]
+    return table
+
+
+def _has_items(record: Mapping, metric: Metric) -> bool:
+    section = _get(record, f"metrics.eval.per_item.{metric.section}")
+    if not isinstance(section, Mapping) or not section.get("ids"):
+        return False
+    try:
+        return all(column(section) is not None for column in metric.columns)
+    except (KeyError, TypeError):
+        return False
+
+
+def _aggregate(record: Mapping, metric: Metric) -> float | None:
+    for path in metric.aggregate:
+        value = _get(record, path)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def _row(claim: Claim, confidence: float, **values) -> dict[str, Any]:
+    row = {"claim": claim.id, "text": claim.text, "family": claim.family or "", "dataset": claim.dataset,
+           "versus_dataset": claim.baseline_dataset or "",
+           "metric": claim.metric, "method_a": claim.method_a + (f" ({claim.labels_a})" if claim.labels_a else ""),
+           "method_b": claim.method_b + (f" ({claim.labels_b})" if claim.labels_b else ""),
+           "direction": claim.direction, "difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "confidence": confidence, "n_prompts": 0, "n_seeds": 0, "verdict": "", "note": ""}
+    row.update(values)
+    return row
+
+
+def _not_measured(claim: Claim, confidence: float, reason: str, **values) -> dict[str, Any]:
+    return _row(claim, confidence, verdict=f"not measured ({reason})", **values)
+
+
+def evaluate_claim(claim: Claim, records: Sequence[Mapping], *, confidence: float = stats.CONFIDENCE,
+                   n_resamples: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """One row of the claims table (`COLUMNS`) for `claim` from `records` (module docstring)."""
+    metric = METRICS[claim.metric]
+    arms = [(claim.method_a, claim.dataset, claim.labels_a), (claim.method_b, claim.dataset, claim.labels_b)]
+    if claim.baseline_dataset:
+        arms = [arms[0], (claim.method_a, claim.baseline_dataset, claim.labels_a),
+                arms[1], (claim.method_b, claim.baseline_dataset, claim.labels_b)]
+    selected = []
+    for method, dataset, labels in arms:
+        runs, why = select_runs(records, method, dataset, labels=labels, experiments=claim.experiments)
+        if why:
+            return _not_measured(claim, confidence, why)
+        selected.append(runs)
+    problems = [p for runs in selected for r in runs.values() if (p := training_problem(r))]
+    if problems:
+        return _not_measured(claim, confidence, "; ".join(problems))
+    if metric.run_paths:
+        return _per_run(claim, metric, selected, confidence, n_resamples, seed)
+    return _per_item(claim, metric, selected, confidence, n_resamples, seed)
+
+
+def _combine(claim: Claim, values: Sequence[float]) -> float:
+    if claim.baseline_dataset:
+        return (values[0] - values[1]) - (values[2] - values[3])
+    return values[0] - values[1]
+
+
+def _per_run(claim, metric, selected, confidence, n_resamples, seed) -> dict[str, Any]:
+    samples = []
+    for runs in selected:
+        values = [next((v for p in metric.run_paths if isinstance(v := _get(r, p), (int, float))), None)
+                  for r in runs.values()]
+        if any(v is None for v in values):
+            return _not_measured(claim, confidence, f"no {metric.name} recorded ({', '.join(metric.run_paths)})")
+        samples.append(values)
+    result = stats.independent_difference(samples[0], samples[1], confidence=confidence, seed=seed,
+                                          **({"n_resamples": n_resamples} if n_resamples else {}))
+    counts = f"{len(samples[0])} run(s) of {claim.method_a}, {len(samples[1])} of {claim.method_b}"
+    values = dict(difference=result.estimate, n_seeds=result.n_seeds,
+                  note=f"{counts}; means {np.mean(samples[0]):.4g} vs {np.mean(samples[1]):.4g}")
+    if not math.isfinite(result.ci_low):
+        return _not_measured(claim, confidence, f"an interval needs >= 2 runs of each method; {counts}", **values)
+    return _row(claim, confidence, ci_low=result.ci_low, ci_high=result.ci_high,
+                verdict=verdict(result.ci_low, result.ci_high, claim.direction), **values)
+
+
+def _missing_items(selected: Sequence[dict[int, Mapping]], metric: Metric) -> str | None:
+    missing = [f"{r.get('method')} on {r.get('dataset')} seed {s}" for runs in selected for s, r in runs.items()
+               if not _has_items(r, metric)]
+    if not missing:
+        return None
+    more = " ..." if len(missing) > 3 else ""
+    return f"no per-prompt {metric.section} results in {', '.join(missing[:3])}{more}: re-evaluate the run(s)"
+
+
+def _bootstrap_items(selected: Sequence[dict[int, Mapping]], metric: Metric, effect, confidence: float,
+                     n_resamples: int | None, seed: int):
+    """(BootstrapResult, note) of `effect` over the seeds and prompts every selected arm shares, or
+    (None, why not)."""
+    seeds = sorted(set.intersection(*(set(runs) for runs in selected)))
+    if not seeds:
+        return None, "the methods share no seed"
+    sections = [_get(runs[s], f"metrics.eval.per_item.{metric.section}") for runs in selected for s in seeds]
+    common = set.intersection(*(set(sec["ids"]) for sec in sections))
+    ids = [i for i in sections[0]["ids"] if i in common]
+    if len(ids) < 2:
+        return None, f"{len(ids)} test prompt(s) in common: an interval needs 2"
+    tables = [_item_table(runs, metric, seeds, ids) for runs in selected]
+    kwargs = {"n_resamples": n_resamples} if n_resamples else \
+        {"n_resamples": stats.N_RESAMPLES_LC} if metric.statistic is _lc_table else {}
+    result = stats.paired_bootstrap(tables, effect, confidence=confidence, seed=seed, **kwargs)
+    dropped = max(len(sec["ids"]) for sec in sections) - len(ids)
+    note = f"{result.resampled} resampled"
+    if dropped:
+        note += f"; {dropped} prompt(s) not shared by every run left out"
+    return result, note
+
+
+def _per_item(claim, metric, selected, confidence, n_resamples, seed) -> dict[str, Any]:
+    missing = _missing_items(selected, metric)
+    if missing:
+        aggregates = [[_aggregate(r, metric) for r in runs.values()] for runs in selected]
+        note = ""
+        if all(a is not None for arm in aggregates for a in arm):
+            diff = _combine(claim, [float(np.mean(arm)) for arm in aggregates])
+            note = f"aggregate difference without CI: {diff:+.4g}"
+        return _not_measured(claim, confidence, missing, note=note)
+    effect = lambda *t: _combine(claim, [metric.statistic(x) for x in t])  # noqa: E731
+    result, note = _bootstrap_items(selected, metric, effect, confidence, n_resamples, seed)
+    if result is None:
+        return _not_measured(claim, confidence, note)
+    values = dict(difference=result.estimate, n_prompts=result.n_prompts, n_seeds=result.n_seeds, note=note)
+    if not (math.isfinite(result.ci_low) and math.isfinite(result.ci_high)):
+        return _not_measured(claim, confidence,
+                             "the statistic is undefined on these data (e.g. every length gap equal)", **values)
+    return _row(claim, confidence, ci_low=result.ci_low, ci_high=result.ci_high,
+                verdict=verdict(result.ci_low, result.ci_high, claim.direction), **values)
+
+
+def estimate(records: Sequence[Mapping], method: str, dataset: str, metric: str, *, labels: str | None = None,
+             experiments: Sequence[str] | None = None, confidence: float = stats.CONFIDENCE,
+             n_resamples: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """One method's `metric` on `dataset` with its CI over prompts and seeds (for tables and figures:
+    win rates and preference accuracies with error bars). Returns ``{"estimate", "ci_low", "ci_high",
+    "confidence", "n_prompts", "n_seeds", "note"}``; without per-prompt data (or runs) the CI is NaN,
+    ``estimate`` the mean of the runs' own scalars when they have one, and ``note`` says why."""
+    spec = METRICS[metric]
+    out = {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "confidence": confidence,
+           "n_prompts": 0, "n_seeds": 0, "note": ""}
+    runs, why = select_runs(records, method, dataset, labels=labels, experiments=experiments)
+    if why:
+        return {**out, "note": why}
+    problems = [p for r in runs.values() if (p := training_problem(r))]
+    if spec.run_paths:
+        values = [next((v for p in spec.run_paths if isinstance(v := _get(r, p), (int, float))), None)
+                  for r in runs.values()]
+        values = [v for v in values if v is not None]
+        return {**out, "estimate": float(np.mean(values)) if values else math.nan, "n_seeds": len(values),
+                "note": "; ".join(problems + ["one value per run: no CI"])}
+    missing = _missing_items([runs], spec)
+    if missing:
+        aggregates = [a for r in runs.values() if (a := _aggregate(r, spec)) is not None]
+        return {**out, "estimate": float(np.mean(aggregates)) if aggregates else math.nan, "n_seeds": len(runs),
+                "note": "; ".join(problems + [missing])}
+    result, note = _bootstrap_items([runs], spec, spec.statistic, confidence, n_resamples, seed)
+    if result is None:
+        return {**out, "note": note}
+    return {**out, "estimate": result.estimate, "ci_low": result.ci_low, "ci_high": result.ci_high,
+            "n_prompts": result.n_prompts, "n_seeds": result.n_seeds, "note": "; ".join(problems + [note])}
+
+
+def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim] = CLAIMS, *,
+                    n_resamples: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per claim (`COLUMNS`), in the order of `claims`; a family of k rows is tested at
+    1 − (1 − `FAMILY_CONFIDENCE`)/k each (Bonferroni), a lone claim at `FAMILY_CONFIDENCE`."""
+    sizes: dict[str, int] = {}
+    for c in claims:
+        if c.family:
+            sizes[c.family] = sizes.get(c.family, 0) + 1
+    rows = []
+    for c in claims:
+        level = 1.0 - (1.0 - FAMILY_CONFIDENCE) / sizes.get(c.family, 1) if c.family else FAMILY_CONFIDENCE
+        rows.append(evaluate_claim(c, records, confidence=level, n_resamples=n_resamples, seed=seed))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- output
+def reading(row: Mapping[str, Any]) -> str:
+    """A one-sentence reading of a claims row, from its numbers (for notebooks and the README)."""
+    metric = METRICS[row["metric"]]
+    head = f"{row['text']}: "
+    if str(row["verdict"]).startswith("not measured"):
+        extra = f" ({row['note']})" if row.get("note") else ""
+        return head + row["verdict"] + extra + "."
+    what = (f"difference of differences ({row['dataset']} minus {row['versus_dataset']})"
+            if row.get("versus_dataset") else "difference")
+    sample = (f"{row['n_prompts']} test prompts x {row['n_seeds']} seed(s)" if row.get("n_prompts")
+              else f"{row['n_seeds']} run(s) per method")
+    return (f"{head}{row['verdict']} - {metric.label} ({metric.better} is better), {row['method_a']} minus "
+            f"{row['method_b']} {what} {row['difference']:+.3g} [{row['confidence']:.1%} CI {row['ci_low']:+.3g}, "
+            f"{row['ci_high']:+.3g}] over {sample}.")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(profile: str, results_dir: str | Path = "results", *, records: Sequence[Mapping] | None = None,
+                 claims: Sequence[Claim] = CLAIMS, n_resamples: int | None = None) -> dict[str, Path]:
+    """Evaluate `claims` on the profile's records and write ``results/<profile>/tables/claims.{csv,md}``."""
+    rows = evaluate_claims(load_records(profile, results_dir) if records is None else records, claims,
+                           n_resamples=n_resamples)
+    folder = Path(results_dir) / profile / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": folder / "claims.csv", "md": folder / "claims.md"}
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: ("" if isinstance(row[c], float) and math.isnan(row[c]) else row[c]) for c in COLUMNS})
+    paths["md"].write_text(to_markdown(rows))
+    return paths
