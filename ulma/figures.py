@@ -147,8 +147,11 @@ def quiet() -> None:
     """Silence what floods an executed notebook: progress bars (tqdm, transformers, datasets), the
     TqdmWarning about a missing ipywidgets, transformers' advisory warnings, and repeats of the same
     ``ulma`` log message (e.g. "skipped N malformed examples" once per run). Errors still show."""
-    import datasets
     import tqdm
+
+    # before anything imports tqdm.auto, which warns on import in a kernel without ipywidgets
+    warnings.filterwarnings("ignore", category=tqdm.TqdmWarning)
+    import datasets
     import tqdm.auto
     import transformers
 
@@ -156,17 +159,25 @@ def quiet() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    transformers.utils.logging.set_verbosity_error()
+    # warning, not error: at error the Trainer swaps its (silenced) progress bar for a callback that prints
+    # every log dict
+    transformers.utils.logging.set_verbosity_warning()
     transformers.utils.logging.disable_progress_bar()
     datasets.utils.logging.set_verbosity_error()
     datasets.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=tqdm.TqdmWarning)
 
     class Silent(tqdm.std.tqdm):  # bars asked for explicitly (disable=False) still stay silent
         def __init__(self, *args, **kwargs):
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
+        @classmethod
+        def write(cls, *args, **kwargs):  # the Trainer's per-step dicts: the run record keeps them (log_history)
+            return None
+
+    # libraries' deprecation notices about their own internals, repeated by every run: a reader cannot act
+    # on them (the test suite still sees them)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate|datasets)\b")
     tqdm.auto.tqdm = Silent  # tqdm.auto picks the widget bar in a kernel, which needs ipywidgets
     # one handler for the package's loggers (records of ulma.* propagate to it), passing each message once
     logger = logging.getLogger("ulma")
@@ -791,3 +802,38 @@ def draw_figures(profile="mini", results_dir="results", figures_dir="figures",
 def expected_figures(profile, figures_dir="figures") -> list[Path]:
     """Every PNG :func:`draw_figures` writes (each has a PDF beside it)."""
     return [figure_path(profile, name, figures_dir).with_suffix(".png") for names in FIGURES.values() for name in names]
+
+
+# ------------------------------------------------------------------------------------ setup table
+SETUP_ROWS = {  # row label -> how to read it from a profile
+    "model": lambda p: p.train.model,
+    "weights dtype": lambda p: p.train.dtype,
+    "fine-tuning": lambda p: f"LoRA r = {p.train.lora_r}" if p.train.lora_r else "full",
+    "training examples per dataset": lambda p: p.train.max_train_examples or "all",
+    "epochs": lambda p: p.train.num_train_epochs,
+    "learning rate": lambda p: p.train.learning_rate,
+    "max prompt / reply tokens": lambda p: f"{p.train.max_prompt_length} / {p.train.max_completion_length}",
+    "test split": lambda p: p.eval.test_split,
+    "judged prompts": lambda p: p.eval.num_generations or "all",
+    "generated tokens (max)": lambda p: p.eval.max_new_tokens,
+    "judge": lambda p: p.eval.judge,
+    "seeds": lambda p: ", ".join(map(str, p.experiments.seeds)),
+}
+
+
+def setup_differences(profile, results_dir="results") -> pd.DataFrame:
+    """This profile's setup beside the ``paper`` profile's (the paper's own setup), one row per setting,
+    and the hardware its committed runs ran on: what a reader must know before comparing numbers."""
+    from ulma.experiments import as_profile
+
+    mine, paper = as_profile(profile), as_profile("paper")
+    table = pd.DataFrame({"setting": list(SETUP_ROWS),
+                          "this run": [str(read(mine)) for read in SETUP_ROWS.values()],
+                          "paper profile": [str(read(paper)) for read in SETUP_ROWS.values()]})
+    devices = sorted({_get(_record(p), "versions.device") or "" for p in
+                      (resolve_path(results_dir) / mine.name).glob("*/*__seed*.json")} - {""})
+    hardware = pd.DataFrame({"setting": ["hardware"], "this run": ["; ".join(devices) or "no runs yet"],
+                             "paper profile": ["8 GPUs (the paper)"]})
+    table = pd.concat([table, hardware], ignore_index=True)
+    table["differs"] = ["" if a == b else "≠" for a, b in zip(table["this run"], table["paper profile"])]
+    return table
