@@ -596,8 +596,7 @@ def figure_training_curves(profile, experiment: str, dataset: str = "hh", result
     if not histories:
         return note_figure(f"No logged training history for {dataset_name(dataset)} in {experiment} yet.",
                            title="Training curves")
-    order = {m: i for i, m in enumerate(("sft", "dpo", "pointwise_dpo", "unlikelihood", "kto", "ulma", "rlhf"))}
-    methods = sorted(histories, key=lambda m: (order.get(m.split("@")[0], 99), m))
+    methods = _in_table_order(experiment, histories)
     panels = list(CURVES)
     fig, axes = new_figure(len(methods), len(panels), width=3.0, height=1.7, sharex="row")
     styles = {"positives": "#2a7f62", "chosen": "#2a7f62", "negatives": "#c8553d", "rejected": "#c8553d",
@@ -653,6 +652,7 @@ def sample_generations(profile, experiment: str, dataset: str = "hh", n: int = 3
     if not replies:
         return pd.DataFrame({"note": [f"No sample generations stored in the {dataset_name(dataset)} run records "
                                       f"of {experiment}: the runs keep them in their run folder only."]})
+    replies = {m: replies[m] for m in _in_table_order(experiment, replies)}
     first = next(iter(replies.values()))
     out = []
     for index in sorted(first)[:n]:
@@ -664,6 +664,12 @@ def sample_generations(profile, experiment: str, dataset: str = "hh", n: int = 3
             row[method_name(method)] = _short(sample.get("generation", ""), width) + (f" [{verdict}]" if verdict else "")
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _in_table_order(experiment: str, methods: Iterable[str]) -> list[str]:
+    """Methods in the experiment's table order (the base model first, unknown ones last)."""
+    order = {m: i for i, m in enumerate(["base", *(label for label, _ in EXPERIMENTS[experiment].variants)])}
+    return sorted(methods, key=lambda m: (order.get(m, len(order)), m))
 
 
 def _short(text: str, width: int) -> str:
