@@ -471,6 +471,10 @@ def figure_efficiency(profile, results_dir="results") -> Figure:
         _bars(ax, tables[metric], metric)
     fig.suptitle("Training cost per method (" + ", ".join(sorted({dataset_name(d) for t in tables.values()
                                                                    for d in t["dataset"]})) + ")")
+    measured = set(runs.loc[runs["status"] == "done", "method"])
+    _caption(fig, ["one run each: no interval"] + [
+        f"{LABELS[m].rsplit(' ', 1)[0]} not recorded for {', '.join(method_name(x) for x in _in_table_order('07_efficiency', measured - set(t['method'])))}"
+        for m, t in tables.items() if measured - set(t["method"])])
     return fig
 
 
@@ -689,8 +693,12 @@ WEAK_JUDGE = 0.7  # below this held-out agreement with human labels, a judge's w
 STILL_LOSS = 0.01  # a loss that moved by less than this fraction of its first logged value barely trained
 
 
+def _num(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def _interval(row) -> str:
-    return f" [{row['low']:.3g}, {row['high']:.3g}]" if pd.notna(row["low"]) else ""
+    return f" [{_num(row['low'])}, {_num(row['high'])}]" if pd.notna(row["low"]) else ""
 
 
 def _metric_reading(table: pd.DataFrame, metric: str) -> str:
@@ -698,8 +706,8 @@ def _metric_reading(table: pd.DataFrame, metric: str) -> str:
     up = HIGHER_IS_BETTER[metric]
     ranked = table.sort_values("mean", ascending=not up).reset_index(drop=True)
     best, nxt = ranked.iloc[0], ranked.iloc[1]
-    text = (f"- **{LABELS[metric]}**: best {method_name(best['method'])} {best['mean']:.3g}{_interval(best)}, "
-            f"next {method_name(nxt['method'])} {nxt['mean']:.3g}{_interval(nxt)}. ")
+    text = (f"- **{LABELS[metric]}**: best {method_name(best['method'])} {_num(best['mean'])}{_interval(best)}, "
+            f"next {method_name(nxt['method'])} {_num(nxt['mean'])}{_interval(nxt)}. ")
     if pd.isna(best["low"]) or pd.isna(nxt["low"]):
         text += "No interval for one of them: the data cannot say whether the gap is real."
     elif (best["low"] > nxt["high"]) if up else (best["high"] < nxt["low"]):
@@ -748,20 +756,22 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         head = f"**{dataset_name(dataset)}**: {done['method'].nunique()} methods measured, "
         head += f"{seeds.min()} seed{'s' if seeds.min() > 1 else ''}" + (f" (up to {seeds.max()})" if seeds.max() > seeds.min() else "")
         judged = done["win_rate_n"].dropna() if "win_rate_n" in done else pd.Series(dtype=float)
-        if len(judged):
+        if len(judged) and any(m in CHANCE for m in metrics):
             head += f", {int(judged.min())} judged prompts per run"
         accuracy = done["judge_accuracy"].dropna()
-        if len(accuracy):
+        if len(accuracy) and any(m in CHANCE for m in metrics):
             head += f", judge accuracy {accuracy.mean():.1%} on held-out pairs"
         lines = [head + "."]
         for metric in metrics:
             table = summary(done, metric)
             if len(table) >= 2:
                 lines.append(_metric_reading(table, metric))
+        judged_metrics = any(m in CHANCE for m in metrics)
         if seeds.max() < 2:
             lines.append("- One seed per method: seed-to-seed variation is not measured, so no ranking above "
-                         "is a claim yet; the intervals cover only the sampling of test prompts.")
-        if len(accuracy) and accuracy.mean() < WEAK_JUDGE:
+                         "is a claim yet" + ("; the intervals cover only the sampling of test prompts." if judged_metrics
+                                             else "; timings on a shared machine vary from run to run."))
+        if judged_metrics and len(accuracy) and accuracy.mean() < WEAK_JUDGE:
             lines.append(f"- The judge agrees with human labels on only {accuracy.mean():.1%} of held-out pairs "
                          f"(below {WEAK_JUDGE:.0%}): its win rates are weak evidence of harmlessness.")
         still = _still_runs(profile, experiment, dataset, results_dir)
