@@ -44,9 +44,9 @@ figures_dir = "figures"  # unused here; every notebook takes it
 # %%
 from IPython.display import Markdown, display
 
-from ulma import experiments, figures, report
+from ulma import experiments, figures, notebook, report
 
-figures.notebook_setup()
+notebook.setup()
 
 # %%
 if recompute:

@@ -38,9 +38,9 @@ results_dir = "results"  # a relative path resolves against the repository root
 figures_dir = "figures"  # a relative path resolves against the repository root
 
 # %%
-from ulma import experiments, figures, report
+from ulma import experiments, figures, notebook, report
 
-figures.notebook_setup()
+notebook.setup()
 
 # %%
 experiments.write_gradient_weights(profile, results_dir=results_dir)

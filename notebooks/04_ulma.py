@@ -40,9 +40,9 @@ figures_dir = "figures"  # a relative path resolves against the repository root
 # %%
 from IPython.display import Markdown, display
 
-from ulma import experiments, figures, report
+from ulma import experiments, figures, notebook, report
 
-figures.notebook_setup()
+notebook.setup()
 
 # %% [markdown]
 # ## The setup, against the paper's
@@ -53,7 +53,7 @@ figures.notebook_setup()
 # *direction* of an effect appears at this scale, not the paper's magnitudes.
 
 # %%
-figures.setup_differences(profile, results_dir)
+notebook.setup_differences(profile, results_dir)
 # %% [markdown]
 # ## Runs
 #
@@ -122,7 +122,7 @@ fig
 # the dataset's chosen reply in brackets.
 
 # %%
-figures.sample_generations(profile, "04_ulma", "hh", n=3, results_dir=results_dir)
+notebook.sample_generations(profile, "04_ulma", "hh", n=3, results_dir=results_dir)
 
 # %% [markdown]
 # ## Reading the result
@@ -131,4 +131,4 @@ figures.sample_generations(profile, "04_ulma", "hh", n=3, results_dir=results_di
 # from the next, seeds, the judge's accuracy, runs whose loss barely moved, what was not measured):
 
 # %%
-display(Markdown(figures.reading(profile, "04_ulma", results_dir)))
+display(Markdown(notebook.reading(profile, "04_ulma", results_dir)))

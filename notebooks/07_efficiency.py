@@ -42,9 +42,9 @@ figures_dir = "figures"  # a relative path resolves against the repository root
 # %%
 from IPython.display import Markdown, display
 
-from ulma import experiments, figures, report
+from ulma import experiments, figures, notebook, report
 
-figures.notebook_setup()
+notebook.setup()
 
 # %% [markdown]
 # ## The setup, against the paper's
@@ -55,7 +55,7 @@ figures.notebook_setup()
 # *direction* of an effect appears at this scale, not the paper's magnitudes.
 
 # %%
-figures.setup_differences(profile, results_dir)
+notebook.setup_differences(profile, results_dir)
 # %% [markdown]
 # ## Runs
 #
@@ -103,4 +103,4 @@ fig
 # Computed from the run records above:
 
 # %%
-display(Markdown(figures.reading(profile, "07_efficiency", results_dir)))
+display(Markdown(notebook.reading(profile, "07_efficiency", results_dir)))

@@ -30,9 +30,9 @@ figures_dir = "figures"  # a relative path resolves against the repository root
 # %%
 from IPython.display import Image, display
 
-from ulma import figures
+from ulma import figures, notebook
 
-figures.notebook_setup()
+notebook.setup()
 
 # %%
 paths = figures.draw_figures(profile, results_dir, figures_dir)

@@ -1,4 +1,4 @@
-"""ulma.figures: every figure drawn from a results folder alone, labelled for a reader, saved as PNG + PDF;
+"""ulma.figures and ulma.notebook: every figure drawn from a results folder alone, labelled for a reader, saved as PNG + PDF;
 the intervals, the reading and the sample table computed from constructed run records with known answers."""
 import json
 import math
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ulma import experiments, figures
+from ulma import experiments, figures, notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKE = re.compile(r"\b[a-z]+_[a-z0-9_]+\b")
@@ -213,10 +213,10 @@ def test_training_curves_plot_the_logged_history_and_the_margin(results):
 
 
 def test_sample_generations_side_by_side_with_the_verdict(results, tmp_path):
-    table = figures.sample_generations("tiny", "04_ulma", "hh", n=2, results_dir=results)
+    table = notebook.sample_generations("tiny", "04_ulma", "hh", n=2, results_dir=results)
     assert list(table.columns) == ["prompt", "chosen reply (dataset)", "SFT", "DPO", "Point-wise DPO", "ULMA"]
     assert table["ULMA"].tolist() == ["ulma reply 0 [lose]", "ulma reply 1 [win]"]
-    empty = figures.sample_generations("tiny", "04_ulma", "hh", results_dir=tmp_path)
+    empty = notebook.sample_generations("tiny", "04_ulma", "hh", results_dir=tmp_path)
     assert list(empty.columns) == ["note"] and "No sample generations" in empty["note"][0]
 
 
@@ -229,7 +229,7 @@ def test_method_names():
 
 # ---------------------------------------------------------------------------------------------- reading
 def test_reading_names_the_best_method_and_whether_the_intervals_separate_it(results, tmp_path):
-    text = figures.reading("tiny", "04_ulma", results)
+    text = notebook.reading("tiny", "04_ulma", results)
     # ULMA wins 56/64, point-wise DPO 44/64: Wilson intervals [0.77, 0.94] and [0.57, 0.78] overlap
     assert "**Win rate vs chosen reply ↑**: best ULMA 0.875 [0.772, 0.935], next Point-wise DPO 0.688" in text
     assert "overlap: these data do not separate them" in text
@@ -237,18 +237,18 @@ def test_reading_names_the_best_method_and_whether_the_intervals_separate_it(res
     assert "Not measured: Red-team: not measured" in text
     _write(tmp_path, "04_ulma", "hh", "ulma", wins=60, judge_accuracy=0.9)
     _write(tmp_path, "04_ulma", "hh", "sft", wins=10, judge_accuracy=0.9, history=_history([1.3863, 1.3864]))
-    clear = figures.reading("tiny", "04_ulma", tmp_path)
+    clear = notebook.reading("tiny", "04_ulma", tmp_path)
     assert "best ULMA 0.938" in clear and "Their 95 % intervals do not overlap." in clear
     assert "judge agrees" not in clear  # 90 % is not a weak judge
     assert "moved by less than 1% of its start: SFT (1.386 → 1.386)" in clear
 
 
 def test_reading_without_runs_says_how_to_get_them(tmp_path):
-    assert figures.reading("tiny", "06_ablations", tmp_path).startswith("No measured runs at this profile yet")
+    assert notebook.reading("tiny", "06_ablations", tmp_path).startswith("No measured runs at this profile yet")
 
 
 def test_setup_differences_put_the_profile_beside_the_paper():
-    table = figures.setup_differences("tiny").set_index("setting")
+    table = notebook.setup_differences("tiny").set_index("setting")
     assert table.loc["model", "differs"] == "≠" and table.loc["judge", "paper profile"] == "llm"
 
 
@@ -256,8 +256,8 @@ def test_setup_differences_put_the_profile_beside_the_paper():
 def test_quiet_silences_bars_trainer_prints_and_repeats():
     script = """
 import logging, warnings
-from ulma import figures
-figures.quiet()
+from ulma import notebook
+notebook.quiet()
 import tqdm.auto
 from transformers import TrainingArguments
 for _ in tqdm.auto.tqdm(range(3), disable=False): pass   # a bar asked for explicitly

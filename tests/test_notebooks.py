@@ -75,7 +75,7 @@ def test_training_notebooks_train_nothing_unless_asked(stem):
     calls = [c.source for c in nbformat.read(nb_path, as_version=4).cells if "run_grid(" in c.source]
     assert len(calls) == 1 and calls[0].startswith("if train:"), calls
     text = " ".join(c.source for c in nbformat.read(nb_path, as_version=4).cells)
-    assert "## Reading the result" in text and "figures.reading(" in text  # the closing reading is computed
+    assert "## Reading the result" in text and "notebook.reading(" in text  # the closing reading is computed
 
 
 def test_dataset_notebook_reads_the_committed_statistics_by_default():
