@@ -27,11 +27,11 @@ docs/DESIGN.md, so evaluation reads it like any other run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +39,16 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from transformers import get_scheduler, set_seed
 
+from ulma import data
+from ulma.batching import PairwiseCollator, PointwiseCollator, left_pad_prompts, tokenize_dataset, tokenize_prompts
 from ulma.config import Profile, RLHFConfig, TrainConfig, load_profile, train_config_for
+from ulma.files import content_key, dataset_content_hash, write_json
 from ulma.losses import LossOutput
+from ulma.models import apply_lora_from, cache_dir, load_model_and_tokenizer, model_identity
+from ulma.runs import InvalidRunError, RunFolder, peak_memory_mb, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -229,8 +236,6 @@ def _batches(n: int, size: int, generator: torch.Generator | None = None):
 
 
 def _optimizer(params, lr: float, cfg: TrainConfig, total_steps: int):
-    from transformers import get_scheduler
-
     optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
     warmup = math.ceil(cfg.warmup_ratio * total_steps) if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio)
     return optimizer, get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
@@ -239,8 +244,6 @@ def _optimizer(params, lr: float, cfg: TrainConfig, total_steps: int):
 
 def _score_batch(reward_model: RewardModel, rows: list[dict], kind: str, pad_token_id: int):
     """Scores of a list of tokenized rows: pairwise -> (chosen (B,), rejected (B,)); point-wise -> (r, z)."""
-    from ulma.batching import PairwiseCollator, PointwiseCollator
-
     device = _device(reward_model)
     if kind == "pairwise":
         batch = PairwiseCollator(pad_token_id)(rows)
@@ -316,18 +319,14 @@ def save_reward_model(reward_model: RewardModel, folder: Path, metrics: dict) ->
     tmp.mkdir(parents=True, exist_ok=True)
     reward_model.model.save_pretrained(tmp / "adapter")
     torch.save(reward_model.head.state_dict(), tmp / "head.pt")
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    write_json(tmp / "metrics.json", metrics)
     if folder.exists():  # another process finished first: theirs is as good as ours
-        import shutil
-
         shutil.rmtree(tmp)
         return
     tmp.rename(folder)
 
 
 def load_reward_model(base_model, folder: Path) -> tuple[RewardModel, dict]:
-    from peft import PeftModel
-
     model = PeftModel.from_pretrained(base_model, folder / "adapter", is_trainable=False)
     head = scalar_head(model.config.hidden_size)
     head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu"))
@@ -365,8 +364,6 @@ ScoreFn = Callable[[list[list[int]], list[list[int]]], torch.Tensor]  # (prompt 
 
 def reward_model_scorer(reward_model: RewardModel, pad_token_id: int, batch_size: int = 8) -> ScoreFn:
     """Score rollouts with the reward model: prompt + response right-padded, read at the last token."""
-    from ulma.batching import PointwiseCollator
-
     @torch.no_grad()
     def score(prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
         out = []
@@ -396,8 +393,6 @@ def generate_rollouts(policy, value_head, prompts: list[list[int]], score_fn: Sc
                       pad_token_id: int, eos_token_id: int | None) -> Rollouts:
     """Sample one response per prompt with the profile's sampling settings, then score it and compute
     log π_old, log π_ref (adapters disabled) and V_old on it."""
-    from ulma.batching import left_pad_prompts
-
     device = _device(policy)
     batch = {k: v.to(device) for k, v in left_pad_prompts(prompts, pad_token_id).items()}
     width = batch["input_ids"].shape[1]
@@ -517,8 +512,6 @@ def train_ppo(policy, tokenizer, prompts: list[list[int]], score_fn: ScoreFn, rl
 
 
 def _save_ppo_checkpoint(path: Path, state, policy, value_head, optimizer, scheduler, generator) -> None:
-    from peft import get_peft_model_state_dict
-
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"state": state, "adapter": get_peft_model_state_dict(policy), "value_head": value_head.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -529,8 +522,6 @@ def _save_ppo_checkpoint(path: Path, state, policy, value_head, optimizer, sched
 
 
 def _load_ppo_checkpoint(path: Path, policy, value_head, optimizer, scheduler, generator) -> dict:
-    from peft import set_peft_model_state_dict
-
     blob = torch.load(path, map_location="cpu", weights_only=False)
     set_peft_model_state_dict(policy, blob["adapter"])
     value_head.load_state_dict(blob["value_head"])
@@ -558,7 +549,7 @@ def reward_model_key(model_id: str, data_hash: str, cfg: TrainConfig, rlhf: RLHF
     rm_fields = ("reward_learning_rate", "reward_epochs", "reward_batch_size")
     identity = {"version": CACHE_VERSION, "model": model_id, "data": data_hash, "eval": eval_hash, "kind": kind,
                 **{f: getattr(cfg, f) for f in fields}, **{f: getattr(rlhf, f) for f in rm_fields}}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return content_key(identity, 20)
 
 
 @dataclass
@@ -572,8 +563,6 @@ class RunData:
 
 
 def load_run_data(profile: Profile, cfg: TrainConfig, dataset: str, root: str | None, *, reward_model: bool = True) -> RunData:
-    from ulma import data
-
     prompts = _limit(data.load(dataset, "sft", cfg.train_split, root, **cfg.data_options), cfg)
     kind = "pairwise" if "pairwise" in data.SOURCES[dataset].views else "pointwise"
     if not reward_model:
@@ -591,12 +580,6 @@ def load_run_data(profile: Profile, cfg: TrainConfig, dataset: str, root: str | 
 
 def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device: torch.device) -> tuple[RewardModel, dict]:
     """Reuse a cached reward model of the same key, or train (and cache) one."""
-    from transformers import set_seed
-
-    from ulma.batching import tokenize_dataset
-    from ulma.models import apply_lora, cache_dir, load_model_and_tokenizer, model_identity
-    from ulma.trainer import dataset_content_hash
-
     kind = run_data.kind
     columns = ["prompt_ids", "chosen_ids", "rejected_ids"] if kind == "pairwise" else ["prompt_ids", "completion_ids", "z"]
     base, tokenizer = load_model_and_tokenizer(cfg.model, dtype=cfg.dtype)
@@ -615,8 +598,7 @@ def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device:
         reward_model, metrics = load_reward_model(base.to(device), folder)
         return reward_model, {**metrics, "cached": True, "cache": str(folder)}
     set_seed(cfg.seed)
-    model = apply_lora(base.to(device), r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                       target_modules=cfg.lora_target_modules)
+    model = apply_lora_from(base.to(device), cfg)
     reward_model = RewardModel(model).to(device)
     metrics = train_reward_model(reward_model, [dict(r) for r in train_rows], kind=kind, pad_token_id=tokenizer.pad_token_id,
                                  rlhf=profile.rlhf, train_config=cfg, eval_batch_size=profile.eval.eval_batch_size,
@@ -628,31 +610,25 @@ def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device:
 
 def _prompt_ids(rows, cfg: TrainConfig, tokenizer) -> list[list[int]]:
     """The prompts of the SFT view's rows, tokenized (cut from the start), duplicates dropped."""
-    from ulma.batching import tokenize_prompts
-
     ids = tokenize_prompts(rows["prompt"], tokenizer, cfg.max_prompt_length)
     return [list(p) for p in dict.fromkeys(tuple(p) for p in ids)]
 
 
 def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLike, *,
-               data_dir: str | os.PathLike | None = None, resume: bool = False, reward_fn: RewardFn | None = None) -> dict:
+               data_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
+               reward_fn: RewardFn | None = None) -> dict:
     """Reward model, then PPO: one RLHF run (DESIGN.md, Runs). Returns the metrics.json content.
 
     The reward model trains on the dataset's pairwise view (Bradley–Terry), or its point-wise view
     (regression on z) when it has no pairs (red-team); `reward_fn(prompt_texts, reply_texts)` replaces
     it with a programmatic reward (no reward model). Writes config.json, adapter/ (the policy's LoRA),
-    value_head.pt, tokenizer/, metrics.json and checkpoints/ppo_state.pt (`resume` continues from it).
+    value_head.pt, tokenizer/, metrics.json and checkpoints/ppo_state.pt (`resume` continues from it);
+    a folder that holds another run is refused unless `overwrite` (`ulma.runs.RunFolder.claim`).
     Training settings come from `profile.train` (model, LoRA, data, seed, scheduler), RL ones from
     `profile.rlhf`. Metrics: reward_model_s (the reward model's training time, also when it came from
     the cache: the pipeline's cost), ppo_s, wall_time_s (their sum plus loading and saving),
     reward_model_accuracy (held-out), peak_memory_mb, log_history (one entry per PPO step).
     """
-    from transformers import set_seed
-
-    from ulma import data
-    from ulma.models import apply_lora, load_model_and_tokenizer
-    from ulma.trainer import InvalidRunError, peak_memory_mb, resolve_data_dir
-
     start = time.perf_counter()
     profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
     cfg, rlhf = train_config_for(profile, "rlhf"), profile.rlhf
@@ -665,8 +641,12 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
         run_data = load_run_data(profile, cfg, dataset, root, reward_model=reward_fn is None)
     except (ValueError, KeyError, OSError, NotImplementedError) as err:  # OSError: a missing file, no network
         raise InvalidRunError(str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from err
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(output_dir)
+    output_dir = folder.path
+    run_config = {"profile": profile.to_dict(), "method": "rlhf", "dataset": dataset, "data_dir": root,
+                  "train": dataclasses.asdict(cfg), "rlhf": dataclasses.asdict(rlhf),
+                  "reward": "reward_fn" if reward_fn is not None else "reward_model"}
+    folder.claim(run_config, overwrite=overwrite)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -683,8 +663,7 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
         reward_model, tokenizer.pad_token_id, profile.eval.eval_batch_size)
 
     set_seed(cfg.seed)  # the policy's fresh LoRA and the rollouts do not depend on whether the RM was cached
-    policy = apply_lora(policy.to(device), r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                        target_modules=cfg.lora_target_modules)
+    policy = apply_lora_from(policy.to(device), cfg)
     ppo = train_ppo(policy, tokenizer, prompts, score_fn, rlhf, cfg, checkpoint=output_dir / "checkpoints" / "ppo_state.pt",
                     resume=resume)
 
@@ -715,10 +694,5 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
         "ppo": {"wall_time_s": ppo["wall_time_s"], "steps": ppo["steps"]},
         "log_history": history,
     }}
-    run_config = {"profile": profile.to_dict(), "method": "rlhf", "dataset": dataset, "data_dir": root,
-                  "train": dataclasses.asdict(cfg), "rlhf": dataclasses.asdict(rlhf),
-                  "reward": "reward_fn" if reward_fn is not None else "reward_model"}
-    (output_dir / "config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True))
-    # a fresh file, as ulma.trainer writes it: an "eval" section of earlier weights would no longer apply
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    return metrics
+    # a fresh file: an "eval" section of earlier weights would no longer apply
+    return folder.write_metrics("train", metrics["train"], fresh=True)
