@@ -11,7 +11,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from ulma import experiments, report
+from ulma import experiments, grid, report
 from ulma.config import load_profile
 
 
@@ -42,8 +42,8 @@ class FakeRuns:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     runs = FakeRuns()
-    monkeypatch.setattr(experiments, "_train", runs.train)
-    monkeypatch.setattr(experiments, "_evaluate", runs.evaluate)
+    monkeypatch.setattr(grid, "_train", runs.train)
+    monkeypatch.setattr(grid, "_evaluate", runs.evaluate)
     monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
     return runs
@@ -82,7 +82,7 @@ def test_same_config_is_skipped_changed_config_reruns(fake, tiny, tmp_path):
 
 def test_force_time_retrains_each_shared_run_once(fake, tiny, tmp_path):
     _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
-    since = experiments._now()
+    since = experiments.now()
     _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path, force=since)
     _run(tiny, "07_efficiency", "hh", "ulma", tmp=tmp_path, force=since)  # reuses the fresh 04 run
     assert len(fake.trained) == 2
@@ -102,10 +102,10 @@ def test_interrupted_evaluation_resumes_without_retraining(fake, tiny, tmp_path,
     def broken(run_dir, data_dir):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiments, "_evaluate", broken)
+    monkeypatch.setattr(grid, "_evaluate", broken)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny, "04_ulma", "hh", "sft", tmp=tmp_path)
-    monkeypatch.setattr(experiments, "_evaluate", fake.evaluate)
+    monkeypatch.setattr(grid, "_evaluate", fake.evaluate)
     record = _run(tiny, "04_ulma", "hh", "sft", tmp=tmp_path)
     assert record["status"] == "done" and len(fake.trained) == 1 and record["timings"]["train_s"] > 0
 
@@ -127,7 +127,7 @@ def test_failed_run_is_recorded_and_grid_goes_on(fake, tiny, tmp_path, monkeypat
             raise RuntimeError("boom")
         return fake.train(prof, method, dataset, run_dir, data_dir, resume)
 
-    monkeypatch.setattr(experiments, "_train", train)
+    monkeypatch.setattr(grid, "_train", train)
     with pytest.raises(RuntimeError, match="1 run\\(s\\) failed"):
         experiments.run_grid(tiny, "04_ulma", ["hh"], ["kto", "ulma"], [0], results_dir=tmp_path / "results")
     failed = json.loads((tmp_path / "results" / "tiny" / "04_ulma" / "hh__kto__seed0.json").read_text())
@@ -202,8 +202,8 @@ def test_figures_are_redrawn_from_results_alone(fake, tiny, tmp_path, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("figures must not train")
 
-    monkeypatch.setattr(experiments, "_train", no_training)
-    monkeypatch.setattr(experiments, "_evaluate", no_training)
+    monkeypatch.setattr(grid, "_train", no_training)
+    monkeypatch.setattr(grid, "_evaluate", no_training)
     import ulma.trainer
 
     monkeypatch.setattr(ulma.trainer, "train", no_training)
