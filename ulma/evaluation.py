@@ -24,7 +24,10 @@ import torch
 
 from ulma.batching import PairwiseCollator, PointwiseCollator, left_pad_prompts, tokenize_prompts
 from ulma.judges import VERDICTS
+from ulma.files import dataset_content_hash
 from ulma.logprobs import model_logps
+from ulma.reference import ReferenceCache
+from ulma.runs import load_trained, resolve_data_dir
 
 GENERATIONS_FILE = "generations.jsonl"
 METRICS_FILE = "metrics.json"
@@ -203,23 +206,16 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
 
 
 def _read_reference_cache(path, expected: int) -> torch.Tensor | None:
-    """The cached reference log-probs (float64), or None when absent or of another length."""
-    if path is None or not Path(path).exists():
+    """The cached reference log-probs (float64), or None when absent, of another length, or failing its
+    checksum (`ulma.reference.ReferenceCache` warns naming the path; the caller recomputes)."""
+    if path is None:
         return None
-    from safetensors.torch import load_file
-
-    values = load_file(str(path)).get("reference_logps")
-    return values.double() if values is not None and values.numel() == expected else None
+    table = ReferenceCache(path).load({"reference_logps": expected})
+    return table["reference_logps"].double() if table is not None else None
 
 
 def _write_reference_cache(path, values: torch.Tensor) -> None:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    save_file({"reference_logps": values.contiguous()}, str(tmp))
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    ReferenceCache(path).save({"reference_logps": values})  # atomic, with its checksum
 
 
 def reference_cache_path(tokenized_pairs, *, model_name: str, dtype, reduction: str, batch_size: int) -> Path:
@@ -228,7 +224,6 @@ def reference_cache_path(tokenized_pairs, *, model_name: str, dtype, reduction: 
     import hashlib
 
     from ulma.models import cache_dir, model_identity
-    from ulma.trainer import dataset_content_hash
 
     settings = {
         "version": 1,
@@ -406,7 +401,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     """
     from ulma.batching import tokenize_dataset
     from ulma.config import profile_from_dict
-    from ulma.trainer import load_trained, resolve_data_dir
 
     start = time.perf_counter()
     run_dir = Path(run_dir)

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 # the parts of config.json that decide what a run trains: a folder holding other values is another run
 # (the profile's eval and experiments sections, and paths, do not change the weights)
 IDENTITY = ("method", "dataset", "data_dir", "train", "rlhf", "reward")
+# settings that may change between a run and its continuation: how long it trains (a resumed run may be
+# extended) and how often it logs and saves; they do not make the weights of the steps taken so far differ
+CONTINUABLE = ("train.max_steps", "train.num_train_epochs", "train.save_steps", "train.logging_steps",
+               "rlhf.ppo_steps")
 # every entry a run writes: what `overwrite` removes (never anything else in the folder)
 ENTRIES = ("config.json", "metrics.json", "adapter", "model", "tokenizer", "value_head.pt", "checkpoints")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -95,16 +99,15 @@ class RunFolder:
         A folder that holds another run (config.json of another identity, or run files without one)
         raises InvalidRunError naming the difference, unless `overwrite`: then the old run's entries
         (ENTRIES, nothing else) are removed first. The same run's folder is kept (its checkpoints serve
-        `resume`)."""
+        `resume`), also when only its length or its logging and saving intervals differ (CONTINUABLE)."""
         old = self.read_config()
-        same = old is not None and all(old.get(k) == run_config.get(k) for k in IDENTITY)
-        if not same and self.holds_files():
+        differences = None if old is None else [
+            d for d in _differences({k: old.get(k) for k in IDENTITY}, {k: run_config.get(k) for k in IDENTITY})
+            if d.split(":", 1)[0] not in CONTINUABLE]
+        if differences != [] and self.holds_files():
             if not overwrite:
-                if old is None:
-                    what = "files of a run without a readable config.json"
-                else:
-                    what = "another run (" + "; ".join(
-                        _differences({k: old.get(k) for k in IDENTITY}, {k: run_config.get(k) for k in IDENTITY})) + ")"
+                what = ("files of a run without a readable config.json" if old is None
+                        else "another run (" + "; ".join(differences) + ")")
                 raise InvalidRunError(f"{self.path} holds {what}; use another folder or overwrite=True (--overwrite)")
             logger.warning("overwriting the run in %s", self.path)
             self.clear()
