@@ -403,9 +403,14 @@ def train(profile: Profile | str, method: str, dataset: str, output_dir: str | o
     decides what training is: see the module docstring.
     """
     profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
-    spec = _known_method(method)
-    if spec.runner == "rlhf":
-        return rlhf.train_rlhf(profile, dataset, output_dir, data_dir=data_dir, resume=resume, overwrite=overwrite)
+    runner = RUNNERS[_known_method(method).runner]
+    return runner(profile, method, dataset, output_dir, data_dir=data_dir, resume=resume, overwrite=overwrite,
+                  callbacks=callbacks)
+
+
+def _train_offline(profile: Profile, method: str, dataset: str, output_dir, *, data_dir, resume: bool,
+                   overwrite: bool, callbacks) -> dict:
+    """Runners "offline" (ULMATrainer on the method's loss) and "none" (nothing trained)."""
     cfg = train_config_for(profile, method)
     root = resolve_data_dir(data_dir, cfg.data_dir)
     spec, rows = load_training_data(method, dataset, cfg, root)  # every data error comes before the model
@@ -453,6 +458,16 @@ def train(profile: Profile | str, method: str, dataset: str, output_dir: str | o
         # a fresh file: an "eval" section of earlier weights would no longer apply (evaluation adds its own)
         return folder.write_metrics("train", metrics, fresh=True)
     return {"train": metrics}
+
+
+def _train_rlhf(profile: Profile, method: str, dataset: str, output_dir, *, data_dir, resume: bool,
+                overwrite: bool, callbacks) -> dict:
+    """Runner "rlhf": reward model + PPO, its own loop (`ulma.rlhf`); Trainer callbacks do not apply."""
+    return rlhf.train_rlhf(profile, dataset, output_dir, data_dir=data_dir, resume=resume, overwrite=overwrite)
+
+
+# Method.runner -> the function that trains it
+RUNNERS = {"offline": _train_offline, "none": _train_offline, "rlhf": _train_rlhf}
 
 
 def _known_method(method: str) -> Method:
