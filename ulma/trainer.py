@@ -362,23 +362,19 @@ def load_training_data(method: str, dataset: str, cfg: TrainConfig, data_dir: st
     return spec, rows
 
 
-def build_trainer(method: str, cfg: TrainConfig, rows, output_dir: str | os.PathLike, *, model=None, tokenizer=None,
-                  callbacks: list[TrainerCallback] | None = None, **argument_overrides):
-    """The one way a ULMATrainer is built (train() and the benchmarks): seed, model (+ LoRA), tokenized
-    rows of the method's view, its collator, TrainingArguments. Returns (trainer, tokenizer)."""
+def build_trainer(method: str, cfg: TrainConfig, tokenized, output_dir: str | os.PathLike, *, model, pad_token_id: int,
+                  model_id: str | None = None, callbacks: list[TrainerCallback] | None = None,
+                  args: TrainingArguments | None = None) -> ULMATrainer:
+    """The one way a ULMATrainer is built (train() and benchmarks/bench_trl.py): fresh LoRA adapters on
+    `model` when `cfg.lora_r` > 0, the collator of the method's data kind, TrainingArguments from `cfg`
+    (or `args`), on rows tokenized by `ulma.batching.tokenize_dataset` (or rows of the same columns)."""
     spec = get_method(method)
-    set_seed(cfg.seed)
-    if model is None:
-        model, tokenizer = load_model_and_tokenizer(cfg.model, dtype=cfg.dtype)
-        if cfg.lora_r > 0:
-            model = apply_lora_from(model, cfg)
-    tokenized = tokenize_dataset(rows, tokenizer, spec.data_kind, max_prompt_length=cfg.max_prompt_length,
-                                 max_completion_length=cfg.max_completion_length)
-    collator = (PairwiseCollator if spec.data_kind == "pairwise" else PointwiseCollator)(tokenizer.pad_token_id)
-    args = training_arguments(cfg, output_dir, **argument_overrides)
-    trainer = ULMATrainer(model, args, method=method, config=cfg, train_dataset=tokenized, data_collator=collator,
-                          model_id=model_identity(cfg.model), callbacks=callbacks)
-    return trainer, tokenizer
+    if cfg.lora_r > 0:
+        model = apply_lora_from(model, cfg)
+    collator = (PairwiseCollator if spec.data_kind == "pairwise" else PointwiseCollator)(pad_token_id)
+    args = args if args is not None else training_arguments(cfg, output_dir)
+    return ULMATrainer(model, args, method=method, config=cfg, train_dataset=tokenized, data_collator=collator,
+                       model_id=model_id, callbacks=callbacks)
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -419,7 +415,12 @@ def _train_offline(profile: Profile, method: str, dataset: str, output_dir, *, d
     if not spec.trains:
         return _untrained_run(folder, cfg)
 
-    trainer, tokenizer = build_trainer(method, cfg, rows, folder.path, callbacks=callbacks)
+    set_seed(cfg.seed)  # before the model and its fresh LoRA adapters
+    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype=cfg.dtype)
+    tokenized = tokenize_dataset(rows, tokenizer, spec.data_kind, max_prompt_length=cfg.max_prompt_length,
+                                 max_completion_length=cfg.max_completion_length)
+    trainer = build_trainer(method, cfg, tokenized, folder.path, model=model, pad_token_id=tokenizer.pad_token_id,
+                            model_id=model_identity(cfg.model), callbacks=callbacks)
     checkpoint = folder.last_complete_checkpoint() if resume else None
     if resume and checkpoint is None:
         logger.warning("resume: no complete checkpoint under %s, training from the start", folder.checkpoints)
