@@ -20,9 +20,9 @@ ROOT = PACKAGE.parent
 
 LAYERS = [
     {"files", "logprobs"},
-    {"losses"},
+    {"losses", "rl_losses"},
     {"config", "data", "batching", "models"},
-    {"reference", "kl_partners", "runs"},
+    {"reference", "kl_partners", "runs", "reward_model"},
     {"rlhf"},
     {"trainer"},
     {"evaluation", "judges"},

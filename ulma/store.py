@@ -13,7 +13,6 @@ import datetime as _dt
 import functools
 import os
 import platform
-import sys
 import threading
 from importlib import metadata
 from pathlib import Path
