@@ -230,3 +230,47 @@ def test_gradient_weights_follow_methods_md(tmp_path):
     path = experiments.write_gradient_weights("tiny", results_dir=tmp_path)
     assert path == tmp_path / "tiny" / "02_gradients" / "gradient_weights.csv"
     assert report.weights_at("tiny", 0.0, tmp_path).splitlines()[2] == "pointwise_dpo".ljust(22) + " positive  +0.0500"
+
+
+def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tiny, tmp_path, capsys):
+    results = tmp_path / "results"
+    # nothing measured yet: the plan says so, then each run's actual time is printed
+    experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma"], [0], results_dir=results)
+    out = capsys.readouterr().out
+    assert "plan: 1 run(s), 0 already recorded, 1 to run" in out and "cost unknown" in out
+    # plant measured costs: ulma 60 + 30 s and 120 + 30 s (median 120 s); sft has none, so the median of all
+    for seed, train_s in ((0, 60.0), (1, 120.0), (2, 90.0)):
+        path = results / "tiny" / "04_ulma" / f"hh__ulma__seed{seed}.json"
+        record = json.loads(path.read_text()) if seed == 0 else {**json.loads(
+            (results / "tiny" / "04_ulma" / "hh__ulma__seed0.json").read_text()), "seed": seed}
+        record["timings"] = {"train_s": train_s, "eval_s": 30.0}
+        path.write_text(json.dumps(record))
+    costs = grid.measured_costs(results, "tiny")
+    assert costs == {"ulma": 120.0, "*": 120.0}
+    planned = grid.plan(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0, 5], results_dir=results)
+    assert [(p["method"], p["seed"], p["done"], p["estimate_s"]) for p in planned] == [
+        ("ulma", 0, True, None), ("ulma", 5, False, 120.0), ("sft", 0, False, 120.0), ("sft", 5, False, 120.0)]
+
+    trained = len(fake.trained)
+    records = experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results, train=False)
+    assert len(fake.trained) == trained and not capsys.readouterr().out  # nothing trained, nothing planned
+    assert records[0]["status"] == "done" and records[1]["status"] == "not_run"
+    experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results)
+    out = capsys.readouterr().out
+    assert "1 already recorded, 1 to run (≈ 2.0 min)" in out and len(fake.trained) == trained + 1
+
+
+def test_the_grid_produces_a_base_row(tiny, tmp_path, monkeypatch):
+    """`base` (registry runner "none") is evaluated as is: a run folder without weights, a done record."""
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
+    evaluated = []
+
+    def evaluate(run_dir, data_dir):
+        evaluated.append(json.loads((run_dir / "config.json").read_text())["method"])
+        return {"perplexity": 12.0}
+
+    monkeypatch.setattr(grid, "_evaluate", evaluate)
+    record = experiments.run_one(tiny, "04_ulma", "hh", "base", 0, results_dir=tmp_path / "results", data_dir="fixtures")
+    assert record["status"] == "done" and evaluated == ["base"]
+    assert record["metrics"]["train"] == {"global_step": 0, "wall_time_s": 0.0, "trained": False}
+    assert record["base_method"] == "base" and record["config"]["rlhf"] is None

@@ -12,7 +12,7 @@ from ulma import trainer as trainer_module
 from ulma.config import load_profile
 from ulma.models import load_model_and_tokenizer
 from ulma.reference import ReferenceCache
-from ulma.runs import InvalidRunError, RunFolder, load_trained, resumed_train_loss
+from ulma.runs import InvalidRunError, RunFolder, load_trained, objective_trace, resumed_train_loss
 from ulma.trainer import train
 
 BASE = {"data_options": {"on_bad_row": "skip"}, "save_steps": 1000, "train_split": "train", "max_train_examples": 4}
@@ -135,3 +135,17 @@ def test_base_trains_nothing_and_loads_as_the_starting_model(tmp_path):
     assert config["method"] == "base" and tokenizer.pad_token_id is not None
     for (name, a), (_, b) in zip(model.state_dict().items(), start.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_every_run_records_its_objective_at_the_start_and_the_end(tmp_path):
+    metrics = _train(tmp_path / "run", max_steps=3, logging_steps=1, learning_rate=1e-2)
+    steps = [e for e in metrics["log_history"] if "loss" in e and "train_runtime" not in e]
+    objective = metrics["objective"]
+    assert objective["start"]["step"] == 1 and objective["end"]["step"] == 3
+    assert objective["start"]["loss"] == steps[0]["loss"] and objective["end"]["loss"] == steps[-1]["loss"]
+    # ULMA: implicit rewards of its negatives only (its positives are SFT: no reference)
+    assert {"loss", "rewards/negative"} <= set(objective["end"]) and "learning_rate" not in objective["end"]
+    ppo = [{"step": 1, "reward": 0.1, "kl": 0.0, "policy_loss": 3.0}, {"step": 2, "reward": 0.4, "kl": 0.2}]
+    assert objective_trace(ppo) == {"start": {"step": 1, "reward": 0.1, "kl": 0.0},
+                                    "end": {"step": 2, "reward": 0.4, "kl": 0.2}}
+    assert objective_trace([{"train_runtime": 1.0, "train_loss": 2.0}]) is None

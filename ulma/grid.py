@@ -28,8 +28,8 @@ from ulma.evaluation import evaluate_run
 from ulma.losses import get_method
 from ulma.runs import RunFolder, resolve_data_dir
 from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
-                        package_versions, read_record, resolved_config, result_path, run_folder, short_error,
-                        write_record)
+                        package_versions, read_record, resolve_path, resolved_config, result_path, run_folder,
+                        short_error, write_record)
 from ulma.trainer import train
 
 NOT_APPLICABLE_REASON = {  # why a dataset lacks a view (ulma.data.SOURCES says which views it has)
@@ -67,6 +67,51 @@ def dataset_unavailable(dataset: str, view: str, split: str, data_dir: str | Non
 
 
 # ------------------------------------------------------------------------------------------ run_one
+def _identify(prof: Profile, exp, dataset: str, label: str, seed: int, results_dir, data_dir):
+    """(variant, run profile, data root, resolved config, its hash, record path) of one run: no model, no data."""
+    variant = exp.variant(label, prof)
+    rprof = run_profile(prof, exp, dataset, variant, seed)
+    resolved_data = resolve_data_dir(data_dir, prof.train.data_dir)
+    config = resolved_config(rprof, variant.method, dataset, resolved_data)
+    return variant, rprof, resolved_data, config, config_hash(config), result_path(
+        results_dir, prof.name, exp.name, dataset, label, seed)
+
+
+def measured_costs(results_dir, profile: str) -> dict[str, float]:
+    """Seconds per run (train_s + eval_s, median over the records of this profile that trained and
+    evaluated, reused ones excluded) by base method, and under "*" over every method."""
+    costs: dict[str, list[float]] = {}
+    for path in sorted((Path(results_dir) / profile).glob("*/*.json")):
+        record = read_record(path) or {}
+        timings = record.get("timings") or {}
+        if record.get("status") != "done" or record.get("reused_from") or "train_s" not in timings:
+            continue
+        seconds = float(timings["train_s"]) + float(timings.get("eval_s") or 0.0)
+        costs.setdefault(record.get("base_method", "?"), []).append(seconds)
+        costs.setdefault("*", []).append(seconds)
+    return {method: statistics.median(values) for method, values in costs.items()}
+
+
+def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: list[str], seeds: list[int], *,
+         force: bool | str = False, results_dir: str | os.PathLike = "results", data_dir: str | None = None
+         ) -> list[dict[str, Any]]:
+    """The runs of a grid, each {dataset, method, seed, base_method, done, estimate_s}: `done` when a fresh
+    record exists (nothing to train); `estimate_s` from `measured_costs` (the method's median, else every
+    method's, else None) for the others."""
+    prof, exp = as_profile(profile), get_experiment(experiment)
+    costs = measured_costs(resolve_path(results_dir), prof.name)
+    rows = []
+    for dataset in datasets:
+        for label in methods:
+            for seed in seeds:
+                variant, _, _, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir, data_dir)
+                done = fresh(read_record(path), key, force)
+                estimate = None if done else costs.get(variant.method, costs.get("*"))
+                rows.append({"dataset": dataset, "method": label, "seed": seed, "base_method": variant.method,
+                             "done": done, "estimate_s": estimate, "path": str(path)})
+    return rows
+
+
 def run_one(
     profile: str | Profile,
     experiment: str,
@@ -85,12 +130,7 @@ def run_one(
     A record of the same resolved config is returned as is unless ``force``.
     """
     prof, exp = as_profile(profile), get_experiment(experiment)
-    variant = exp.variant(method, prof)
-    rprof = run_profile(prof, exp, dataset, variant, seed)
-    resolved_data = resolve_data_dir(data_dir, prof.train.data_dir)
-    config = resolved_config(rprof, variant.method, dataset, resolved_data)
-    key = config_hash(config)
-    path = result_path(results_dir, prof.name, exp.name, dataset, method, seed)
+    variant, rprof, resolved_data, config, key, path = _identify(prof, exp, dataset, method, seed, results_dir, data_dir)
     old = read_record(path)
     if fresh(old, key, force):
         return old
@@ -207,16 +247,25 @@ def run_grid(
     runs_dir: str | os.PathLike | None = None,
     data_dir: str | None = None,
     raise_on_failure: bool = True,
+    train: bool = True,
 ) -> list[dict[str, Any]]:
     """Every (dataset, variant, seed) of an experiment; None = the experiment's lists at this profile.
 
-    A failing run is recorded and the grid goes on; with ``raise_on_failure`` the failures are raised
-    together at the end.
+    Before training it prints the planned runs and an estimate of their time from measured per-run costs
+    (`plan`), then each run's actual time. ``train=False`` trains nothing: it returns the records that
+    exist, and a ``not_run`` record for each run without one. A failing run is recorded and the grid goes
+    on; with ``raise_on_failure`` the failures are raised together at the end.
     """
     prof, exp = as_profile(profile), get_experiment(experiment)
     datasets = exp.datasets_for(prof) if datasets is None else list(datasets)
     methods = list(exp.variants_for(prof)) if methods is None else list(methods)
     seeds = list(prof.experiments.seeds) if seeds is None else list(seeds)
+    planned = plan(prof, exp.name, datasets, methods, seeds, force=force, results_dir=results_dir, data_dir=data_dir)
+    if not train:  # report what exists, train nothing
+        return [read_record(Path(p["path"])) or {**{k: p[k] for k in ("dataset", "method", "seed")},
+                                                 "status": "not_run", "reason": "no record and train=False"}
+                for p in planned]
+    _print_plan(exp.name, planned)
     records, failures = [], []
     for dataset in datasets:
         for method in methods:
@@ -236,3 +285,15 @@ def run_grid(
     if failures and raise_on_failure:
         raise RuntimeError(f"{len(failures)} run(s) failed (recorded in their JSON):\n" + "\n".join(failures))
     return records
+
+
+def _print_plan(name: str, planned: list[dict[str, Any]]) -> None:
+    todo = [p for p in planned if not p["done"]]
+    known = [p["estimate_s"] for p in todo if p["estimate_s"] is not None]
+    unknown = len(todo) - len(known)
+    total = f"≈ {sum(known) / 60:.1f} min" + (f" + {unknown} run(s) of unknown cost" if unknown else "")
+    print(f"[{name}] plan: {len(planned)} run(s), {len(planned) - len(todo)} already recorded, {len(todo)} to run "
+          f"({total if todo else 'nothing to train'})", flush=True)
+    for p in todo:
+        estimate = f"≈ {p['estimate_s'] / 60:.1f} min" if p["estimate_s"] is not None else "cost unknown"
+        print(f"[{name}]   {p['dataset']:12s} {p['method']:26s} seed {p['seed']}  {estimate}", flush=True)

@@ -51,7 +51,7 @@ from ulma.reward_model import (RewardModel, _backbone, _batches, _device, _lm_he
                                save_reward_model, scalar_head, token_logps, train_reward_model)
 from ulma.rl_losses import (bradley_terry_loss, gae, kl_penalized_rewards, masked_mean, masked_whiten,  # noqa: F401
                             policy_loss, regression_loss, response_mask, update_kl_coef, value_loss)
-from ulma.runs import InvalidRunError, RunFolder, peak_memory_mb, resolve_data_dir
+from ulma.runs import InvalidRunError, RunFolder, objective_trace, peak_memory_mb, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -408,6 +408,7 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
         "kl_coef": ppo["kl_coef"],
         "reward_model": {**rm_metrics, "wall_time_s": reward_model_s},
         "ppo": {"wall_time_s": ppo["wall_time_s"], "steps": ppo["steps"]},
+        "objective": objective_trace(history),
         "log_history": history,
     }}
     # a fresh file: an "eval" section of earlier weights would no longer apply

@@ -192,3 +192,23 @@ def resumed_train_loss(session_loss: float, session_steps: int, history: list[di
             steps += step - previous
             previous = step
     return total / steps if steps else session_loss
+
+
+# what a run's objective is read from in its log history: the loss and the implicit rewards of the offline
+# methods (rewards/positive, rewards/negative, rewards/margins, ...; KTO's kl), PPO's reward and KL
+OBJECTIVE_KEYS = ("loss", "kl", "reward")
+OBJECTIVE_PREFIXES = ("rewards/",)
+
+
+def objective_trace(history: list[dict]) -> dict | None:
+    """{"start": ..., "end": ...}: the objective's values in the first and the last logged window of
+    training (with logging_steps 1, the first step's values are those of the starting weights: a step's
+    loss is computed before its update), so that a run whose objective did not move can be flagged."""
+    entries = [e for e in history if any(k in e for k in OBJECTIVE_KEYS) and "train_runtime" not in e]
+    if not entries:
+        return None
+
+    def pick(entry: dict) -> dict:
+        return {k: v for k, v in entry.items() if k in OBJECTIVE_KEYS or k.startswith(OBJECTIVE_PREFIXES) or k == "step"}
+
+    return {"start": pick(entries[0]), "end": pick(entries[-1])}

@@ -43,7 +43,8 @@ from ulma.losses import Method, get_method
 from ulma.models import apply_lora_from, load_model_and_tokenizer, model_identity
 from ulma.reference import (REFERENCE_MODES, ForwardCounts, ReferenceCache, ReferenceProvider, cache_path,
                             frozen_copy, reference_rows, trim, unwrap, weights_fingerprint)
-from ulma.runs import InvalidRunError, RunFolder, load_trained, peak_memory_mb, resolve_data_dir, resumed_train_loss
+from ulma.runs import (InvalidRunError, RunFolder, load_trained, objective_trace, peak_memory_mb, resolve_data_dir,
+                       resumed_train_loss)
 
 logger = logging.getLogger(__name__)
 
@@ -451,6 +452,7 @@ def _train_offline(profile: Profile, method: str, dataset: str, output_dir, *, d
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_rows": len(trainer.train_dataset),
         "num_processes": trainer.args.world_size,
+        "objective": objective_trace(log_history),
         "log_history": log_history,
     }
     trainer.save_model(str(folder.path / ("adapter" if cfg.lora_r > 0 else "model")))
