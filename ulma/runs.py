@@ -108,7 +108,7 @@ class RunFolder:
             if not overwrite:
                 what = ("files of a run without a readable config.json" if old is None
                         else "another run (" + "; ".join(differences) + ")")
-                raise InvalidRunError(f"{self.path} holds {what}; use another folder or overwrite=True (--overwrite)")
+                raise InvalidRunError(f"{self.path} holds {what}; use another folder, or overwrite=True to replace it")
             logger.warning("overwriting the run in %s", self.path)
             self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
