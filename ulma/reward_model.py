@@ -1,7 +1,6 @@
 """The reward model r(x, y) of the RLHF baseline: a causal LM (LoRA-wrapped) and a scalar head read at the
 last attended token, trained on pairs (Bradley–Terry) or on point-wise labels (regression), saved and
-loaded atomically. The heads and the forward of the policy with its value head live here too: PPO
-(`ulma.rlhf`) reads the same last hidden state.
+loaded atomically. The scalar heads live here too: PPO's value head (`ulma.rlhf`) is one.
 """
 from __future__ import annotations
 
@@ -39,11 +38,6 @@ def _backbone(model):
     return getattr(inner, inner.base_model_prefix)
 
 
-def _lm_head(model):
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_output_embeddings()
-
-
 def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     # left-padded prompts: positions count attended tokens only, as `generate` counts them
     return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
@@ -70,28 +64,6 @@ class RewardModel(torch.nn.Module):
         hidden = _backbone(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         last = hidden[torch.arange(len(hidden), device=hidden.device), last_token_index(attention_mask)]
         return self.head(last.float()).squeeze(-1)
-
-
-def policy_forward(policy, value_head, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int):
-    """Logits (B, R, V) and values (B, R) for the tokens from position `start` on (the response).
-
-    The LM head runs on the response positions only (the prompt's logits are never needed), as a
-    Llama-family causal LM computes logits (no logit scaling or soft-capping). Position t−1 predicts
-    token t; the value of token t is read at the same position (the state before it).
-    """
-    hidden = _backbone(policy)(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=_position_ids(attention_mask)).last_hidden_state
-    hidden = hidden[:, start - 1 : -1]
-    logits = _lm_head(policy)(hidden).float()
-    values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
-    return logits, values
-
-
-def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π(token), entropy of π) per position, (B, R) float32, from logits (B, R, V)."""
-    logp_all = torch.log_softmax(logits.float(), dim=-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
 
 
 # ============================================================================ stage 1: reward model

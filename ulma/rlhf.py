@@ -46,9 +46,10 @@ from ulma.config import Profile, RLHFConfig, TrainConfig, load_profile, train_co
 from ulma.files import content_key, dataset_content_hash
 from ulma.models import apply_lora_from, cache_dir, load_model_and_tokenizer, model_identity
 # the pieces of the baseline, importable from here as before the split
-from ulma.reward_model import (RewardModel, _backbone, _batches, _device, _lm_head, _optimizer, _position_ids,  # noqa: F401
-                               evaluate_reward_model, last_token_index, load_reward_model, policy_forward,
-                               save_reward_model, scalar_head, token_logps, train_reward_model)
+from ulma.logprobs import model_token_logps
+from ulma.reward_model import (RewardModel, _backbone, _batches, _device, _optimizer, _position_ids,  # noqa: F401
+                               evaluate_reward_model, last_token_index, load_reward_model, save_reward_model,
+                               scalar_head, train_reward_model)
 from ulma.rl_losses import (bradley_terry_loss, gae, kl_penalized_rewards, masked_mean, masked_whiten,  # noqa: F401
                             policy_loss, regression_loss, response_mask, update_kl_coef, value_loss)
 from ulma.runs import InvalidRunError, RunFolder, objective_trace, peak_memory_mb, resolve_data_dir
@@ -122,15 +123,24 @@ def generate_rollouts(policy, value_head, prompts: list[list[int]], score_fn: Sc
     input_ids = torch.cat([batch["input_ids"], torch.where(mask.bool(), responses, pad_token_id)], 1)
     attention_mask = torch.cat([batch["attention_mask"], mask.long()], 1)
 
-    logits, values = policy_forward(policy, value_head, input_ids, attention_mask, width)
-    logps, entropy = token_logps(logits, responses)
+    logps, values, entropy = policy_forward(policy, value_head, input_ids, attention_mask, width, entropy=True)
     with policy.disable_adapter():
-        ref_logits, _ = policy_forward(policy, None, input_ids, attention_mask, width)
-    ref_logps, _ = token_logps(ref_logits, responses)
+        ref_logps, _, _ = policy_forward(policy, None, input_ids, attention_mask, width)
     reply_ids = [r[m.bool()].tolist() for r, m in zip(responses.cpu(), mask.cpu())]
     scores = score_fn([list(p) for p in prompts], reply_ids).to(device=device, dtype=torch.float32)
     return Rollouts(input_ids, attention_mask, mask, logps * mask, ref_logps * mask, values * mask, scores,
                     masked_mean(entropy, mask), width)
+
+
+def policy_forward(policy, value_head, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, *,
+                   entropy: bool = False):
+    """(log π (B, R), values (B, R) or None, entropy (B, R) or None) of the response tokens (positions
+    ≥ `start`), through the package's one log-prob path (`ulma.logprobs.model_token_logps`): the LM head
+    runs on the response only; the value of token t is read at the hidden state that predicts it."""
+    out = model_token_logps(policy, input_ids, attention_mask, start, position_ids=_position_ids(attention_mask),
+                            return_entropy=entropy, return_hidden=value_head is not None)
+    values = value_head(out.hidden.float()).squeeze(-1) if value_head is not None else None
+    return out.logps, values, out.entropy
 
 
 def ppo_update(policy, value_head, optimizer, scheduler, rollouts: Rollouts, kl_coef: float, rlhf: RLHFConfig,
@@ -146,8 +156,7 @@ def ppo_update(policy, value_head, optimizer, scheduler, rollouts: Rollouts, kl_
     for _ in range(rlhf.ppo_epochs):
         for idx in _batches(len(r.scores), rlhf.mini_batch_size, generator):
             idx = torch.tensor(idx, device=r.mask.device)
-            logits, values = policy_forward(policy, value_head, r.input_ids[idx], r.attention_mask[idx], r.prompt_width)
-            logps, _ = token_logps(logits, r.input_ids[idx, r.prompt_width :])
+            logps, values, _ = policy_forward(policy, value_head, r.input_ids[idx], r.attention_mask[idx], r.prompt_width)
             mask = r.mask[idx]
             pg = policy_loss(logps, r.logps[idx], advantages[idx], mask, cliprange=rlhf.cliprange)
             vf = value_loss(values, r.values[idx], returns[idx], mask, cliprange_value=rlhf.cliprange_value,
