@@ -23,7 +23,7 @@ LAYERS = [
     {"losses", "rl_losses"},
     {"config", "data", "batching", "models"},
     {"reference", "kl_partners", "runs", "reward_model"},
-    {"rlhf"},
+    {"rlhf", "loss_trainer"},
     {"trainer"},
     {"evaluation", "judges"},
     {"catalog", "store", "analysis"},  # the experiment layer starts here
