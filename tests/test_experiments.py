@@ -23,6 +23,7 @@ class FakeRuns:
 
     def train(self, prof, method, dataset, run_dir, data_dir, resume):
         self.trained.append((method, dataset, prof.train.seed, prof.train.c, resume))
+        (run_dir / "config.json").write_text(json.dumps({"method": method}))  # first, as ulma.runs.RunFolder.claim
         (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
         seed = prof.train.seed
         metrics = {"train": {"loss": 1.0 + seed, "wall_time_s": 2.0, "tokens_per_s": 100.0 + seed,
@@ -274,3 +275,16 @@ def test_the_grid_produces_a_base_row(tiny, tmp_path, monkeypatch):
     assert record["status"] == "done" and evaluated == ["base"]
     assert record["metrics"]["train"] == {"global_step": 0, "wall_time_s": 0.0, "trained": False}
     assert record["base_method"] == "base" and record["config"]["rlhf"] is None
+
+
+def test_a_partial_run_without_config_is_restarted_not_refused(fake, tiny, tmp_path):
+    """A run folder interrupted by an older version (checkpoints, no config.json) under the right marker."""
+    first = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
+    run_dir = tmp_path / "cache" / "runs" / "tiny" / "04_ulma" / "hh__ulma__seed0"
+    for name in ("config.json", "metrics.json", "ULMA_TRAIN_MEASURED.json"):
+        (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "adapter")
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    again = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path, force=True)
+    assert again["status"] == "done" and again["config_hash"] == first["config_hash"]
+    assert fake.trained[-1][-1] is False and not (run_dir / "checkpoints").exists()  # started over, no resume

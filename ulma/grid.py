@@ -197,6 +197,10 @@ def _train_and_evaluate(prof: Profile, method: str, dataset: str, run_dir: Path,
         train_metrics = finished  # trained before an interruption during evaluation
         timings, memory = (read_record(measured) or {}).get("timings", {}), (read_record(measured) or {}).get("memory", {})
     else:
+        if folder.read_config() is None and folder.holds_files():
+            # a partial run of a version that wrote config.json last: only the marker vouches for it, and
+            # the trainer refuses a folder it cannot identify, so its partial files are dropped, never mixed
+            folder.clear()
         resume = (run_dir / "checkpoints").exists()
         t0 = time.perf_counter()
         with PeakMemory() as mem:
