@@ -115,12 +115,13 @@ class RunFolder:
         write_json(self.config_path, run_config)
 
     def clear(self) -> None:
+        """Remove the run's entries (ENTRIES), nothing else; tolerant of another process removing them too."""
         for name in ENTRIES:
             target = self.path / name
             if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------- metrics
     def read_metrics(self) -> dict:
