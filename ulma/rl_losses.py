@@ -1,6 +1,7 @@
-"""The reward model's and PPO's losses and arithmetic, as pure functions over tensors (METHODS.md,
-"RLHF baseline"): Bradley–Terry and regression losses, GAE, the clipped policy and value losses, the
-KL-penalized per-token rewards and the adaptive KL controller. `ulma.rlhf` runs them.
+"""The reward model's and PPO's losses and arithmetic, as pure functions over tensors (the RLHF baseline
+of Ziegler et al. 2019 and Stiennon et al. 2020): Bradley–Terry and regression losses, GAE, the clipped
+policy and value losses, the KL-penalized per-token rewards and the adaptive KL controller. `ulma.rlhf`
+runs them.
 """
 from __future__ import annotations
 
