@@ -7,12 +7,15 @@ test (test_notebooks.py) runs the real ones on the `tiny` profile.
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from ulma import experiments, grid, report
 from ulma.config import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeRuns:
@@ -288,3 +291,21 @@ def test_a_partial_run_without_config_is_restarted_not_refused(fake, tiny, tmp_p
     again = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path, force=True)
     assert again["status"] == "done" and again["config_hash"] == first["config_hash"]
     assert fake.trained[-1][-1] is False and not (run_dir / "checkpoints").exists()  # started over, no resume
+
+
+def test_the_committed_mini_results_are_still_read_and_keep_their_hashes():
+    """The results JSON schema is unchanged: the report reads results/mini, and every committed record's
+    config hash is what the grid computes today (so `reproduce` retrains nothing)."""
+    from ulma import catalog, store
+
+    table = report.experiment_table("mini", "04_ulma")
+    hh = table[table["dataset"] == "hh"]
+    assert list(hh["method"]) == list(catalog.ALL_METHODS) and hh["perplexity"].notna().all()
+    prof = store.as_profile("mini")
+    records = [json.loads(p.read_text()) for p in sorted((ROOT / "results" / "mini").glob("0[3-7]*/*.json"))]
+    records = [r for r in records if r.get("status") == "done"]
+    assert records
+    for r in records:
+        exp = catalog.get_experiment(r["experiment"])
+        key = grid._identify(prof, exp, r["dataset"], r["method"], r["seed"], "results", r["data_dir"])[4]
+        assert key == r["config_hash"], (r["experiment"], r["dataset"], r["method"])
