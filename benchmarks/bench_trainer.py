@@ -130,9 +130,9 @@ def main(argv=None) -> int:
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
-    from ulma.losses import METHODS
+    from ulma.losses import loss_methods
 
-    methods = args.methods.split(",") if args.methods else sorted(METHODS)
+    methods = args.methods.split(",") if args.methods else sorted(loss_methods())  # rlhf and base train no loss
     data_dir = args.data_dir or os.environ.get("ULMA_DATA_DIR") or "fixtures"
     split = "train" if data_dir == "fixtures" else "mini_train"  # offline copies hold HH's test split only
     runs = []

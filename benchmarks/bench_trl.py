@@ -64,11 +64,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -84,6 +82,15 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+# after the path entry above, so that a checkout runs without installing the package
+from datasets import Dataset  # noqa: E402
+from transformers import TrainingArguments  # noqa: E402
+
+from ulma import data as ulma_data  # noqa: E402
+from ulma.batching import tokenize_dataset  # noqa: E402
+from ulma.config import TrainConfig  # noqa: E402
+from ulma.trainer import build_trainer  # noqa: E402
 
 LORA = {"r": 8, "alpha": 32, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
 LEARNING_RATE = 1e-5
@@ -247,56 +254,17 @@ def environment() -> dict:
 
 
 # =============================================================================================== data
-def _parse_hh(transcript: str) -> list[dict]:
-    parts = re.split(r"\n\n(Human|Assistant): ", "\n\n" + transcript.lstrip("\n"))
-    return [{"role": "user" if parts[i] == "Human" else "assistant", "content": parts[i + 1]} for i in range(1, len(parts), 2)]
-
-
 def load_pairs(data_dir: str | None) -> tuple[list[dict], str]:
-    """HH harmless pairs `{prompt, chosen, rejected}` of the `mini_train` split (ulma.data), or a raw fallback."""
-    try:
-        from ulma import data as ulma_data
-
-        ds = ulma_data.load("hh", "pairwise", split="mini_train", data_dir=data_dir, on_bad_row="skip")
-        return [dict(r) for r in ds], "ulma.data.load('hh', 'pairwise', split='mini_train')"
-    except ImportError:
-        pass
-    root = Path(data_dir or os.environ.get("ULMA_DATA_DIR", "/work/shared/data"))
-    path = root / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
-    rows = []
-    with gzip.open(path, "rt") as fh:
-        for i, line in enumerate(fh):
-            raw = json.loads(line)
-            chosen, rejected = _parse_hh(raw["chosen"]), _parse_hh(raw["rejected"])
-            if len(chosen) < 2 or chosen[-1]["role"] != "assistant" or chosen[:-1] != rejected[:-1]:
-                continue
-            rows.append({"prompt": chosen[:-1], "chosen": chosen[-1]["content"],
-                         "rejected": rejected[-1]["content"], "source_index": i})
-    return rows, f"raw {path} (ulma.data not available)"
+    """HH harmless pairs `{prompt, chosen, rejected}` of the `mini_train` split, read by ulma.data."""
+    ds = ulma_data.load("hh", "pairwise", split="mini_train", data_dir=data_dir, on_bad_row="skip")
+    return [dict(r) for r in ds], "ulma.data.load('hh', 'pairwise', split='mini_train')"
 
 
 def tokenize_pairs(rows: list[dict], tokenizer, max_prompt: int, max_completion: int) -> tuple[list[dict], str]:
-    """prompt_ids / chosen_ids / rejected_ids, by ulma.batching when present (the ids ulma's trainer uses)."""
-    try:
-        from datasets import Dataset
-        from ulma.batching import tokenize_dataset
-
-        ds = tokenize_dataset(Dataset.from_list(rows), tokenizer, "pairwise",
-                              max_prompt_length=max_prompt, max_completion_length=max_completion)
-        return [dict(r) for r in ds], "ulma.batching.tokenize_dataset"
-    except ImportError:
-        pass
-    out = []
-    eos = tokenizer.eos_token_id
-    for r in rows:
-        ids = tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)[-max_prompt:]
-
-        def reply(text):
-            return (tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])[:max_completion]
-
-        out.append({**r, "prompt_ids": ids, "chosen_ids": reply(r["chosen"]), "rejected_ids": reply(r["rejected"])})
-    return out, "chat template + cut (fallback: ulma.batching not available)"
+    """prompt_ids / chosen_ids / rejected_ids by ulma.batching: the ids ulma's trainer uses, handed to TRL too."""
+    ds = tokenize_dataset(Dataset.from_list(rows), tokenizer, "pairwise",
+                          max_prompt_length=max_prompt, max_completion_length=max_completion)
+    return [dict(r) for r in ds], "ulma.batching.tokenize_dataset"
 
 
 def prepare_data(args, workdir: Path) -> dict:
@@ -661,20 +629,9 @@ def build_trl_trainer(spec: dict, model, tokenizer, rows: list[dict], out_dir: s
 
 
 def build_ulma_trainer(spec: dict, model, tokenizer, rows: list[dict], out_dir: str, callbacks):
-    """ULMATrainer exactly as `ulma.trainer.train` builds it (LoRA via ulma.models.apply_lora, ulma's
-    collators, the method's TrainConfig), on the benchmark's rows and TrainingArguments."""
-    from datasets import Dataset
-    from transformers import TrainingArguments
-
-    from ulma.batching import PairwiseCollator, PointwiseCollator
-    from ulma.config import TrainConfig
-    from ulma.models import apply_lora
-    from ulma.trainer import ULMATrainer
-
+    """ULMATrainer through `ulma.trainer.build_trainer`, the factory `ulma.trainer.train` uses (LoRA from the
+    TrainConfig, ulma's collators), on the benchmark's rows and TrainingArguments."""
     full = spec.get("flops", False)
-    if not full:
-        model = apply_lora(model, r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"],
-                           target_modules=LORA["target_modules"])
     cfg = TrainConfig(
         model=spec["model"], dtype=spec["dtype"], lora_r=0 if full else LORA["r"], lora_alpha=LORA["alpha"],
         lora_dropout=LORA["dropout"], lora_target_modules=list(LORA["target_modules"]),
@@ -688,9 +645,8 @@ def build_ulma_trainer(spec: dict, model, tokenizer, rows: list[dict], out_dir: 
     args = TrainingArguments(**_common_args(spec, out_dir), remove_unused_columns=False)
     keep = ("prompt_ids", "chosen_ids", "rejected_ids") if spec["data_kind"] == "pairwise" else ("prompt_ids", "completion_ids", "z")
     data = Dataset.from_list([{k: r[k] for k in keep} for r in rows])
-    collator = (PairwiseCollator if spec["data_kind"] == "pairwise" else PointwiseCollator)(tokenizer.pad_token_id)
-    return ULMATrainer(model, args, method=spec["method"], config=cfg, train_dataset=data, data_collator=collator,
-                       model_id=spec.get("model_id"), callbacks=callbacks)
+    return build_trainer(spec["method"], cfg, data, out_dir, model=model, pad_token_id=tokenizer.pad_token_id,
+                         model_id=spec.get("model_id"), callbacks=callbacks, args=args)
 
 
 # ============================================================================================== worker

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ulma import cli, models
+from ulma import cli, models, rlhf, runs, trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,9 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(models, "load_model_and_tokenizer", refuse)
+    # every module that loads a model imports the loader at its top: patch it where it is called
+    for module in (models, trainer, rlhf, runs):
+        monkeypatch.setattr(module, "load_model_and_tokenizer", refuse)
 
 
 def _train_args(tmp_path, *extra: str) -> list[str]:

@@ -334,7 +334,7 @@ class LengthJudge(ScoreJudge):
 
 
 def _hand_made_run(path, dataset, method, overrides=None):
-    """A run folder as DESIGN.md lays it out (config.json, adapter/, tokenizer/, metrics.json)."""
+    """A run folder as docs/DESIGN.md lays it out (config.json, adapter/, tokenizer/, metrics.json)."""
     import dataclasses
 
     from ulma.config import load_profile, train_config_for

@@ -7,12 +7,15 @@ test (test_notebooks.py) runs the real ones on the `tiny` profile.
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ulma import experiments, report
+from ulma import experiments, grid, report
 from ulma.config import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeRuns:
@@ -23,6 +26,7 @@ class FakeRuns:
 
     def train(self, prof, method, dataset, run_dir, data_dir, resume):
         self.trained.append((method, dataset, prof.train.seed, prof.train.c, resume))
+        (run_dir / "config.json").write_text(json.dumps({"method": method}))  # first, as ulma.runs.RunFolder.claim
         (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
         seed = prof.train.seed
         metrics = {"train": {"loss": 1.0 + seed, "wall_time_s": 2.0, "tokens_per_s": 100.0 + seed,
@@ -42,8 +46,8 @@ class FakeRuns:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     runs = FakeRuns()
-    monkeypatch.setattr(experiments, "_train", runs.train)
-    monkeypatch.setattr(experiments, "_evaluate", runs.evaluate)
+    monkeypatch.setattr(grid, "_train", runs.train)
+    monkeypatch.setattr(grid, "_evaluate", runs.evaluate)
     monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("ULMA_DATA_DIR", raising=False)
     return runs
@@ -82,7 +86,7 @@ def test_same_config_is_skipped_changed_config_reruns(fake, tiny, tmp_path):
 
 def test_force_time_retrains_each_shared_run_once(fake, tiny, tmp_path):
     _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
-    since = experiments._now()
+    since = experiments.now()
     _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path, force=since)
     _run(tiny, "07_efficiency", "hh", "ulma", tmp=tmp_path, force=since)  # reuses the fresh 04 run
     assert len(fake.trained) == 2
@@ -102,10 +106,10 @@ def test_interrupted_evaluation_resumes_without_retraining(fake, tiny, tmp_path,
     def broken(run_dir, data_dir):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiments, "_evaluate", broken)
+    monkeypatch.setattr(grid, "_evaluate", broken)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny, "04_ulma", "hh", "sft", tmp=tmp_path)
-    monkeypatch.setattr(experiments, "_evaluate", fake.evaluate)
+    monkeypatch.setattr(grid, "_evaluate", fake.evaluate)
     record = _run(tiny, "04_ulma", "hh", "sft", tmp=tmp_path)
     assert record["status"] == "done" and len(fake.trained) == 1 and record["timings"]["train_s"] > 0
 
@@ -127,7 +131,7 @@ def test_failed_run_is_recorded_and_grid_goes_on(fake, tiny, tmp_path, monkeypat
             raise RuntimeError("boom")
         return fake.train(prof, method, dataset, run_dir, data_dir, resume)
 
-    monkeypatch.setattr(experiments, "_train", train)
+    monkeypatch.setattr(grid, "_train", train)
     with pytest.raises(RuntimeError, match="1 run\\(s\\) failed"):
         experiments.run_grid(tiny, "04_ulma", ["hh"], ["kto", "ulma"], [0], results_dir=tmp_path / "results")
     failed = json.loads((tmp_path / "results" / "tiny" / "04_ulma" / "hh__kto__seed0.json").read_text())
@@ -202,8 +206,8 @@ def test_figures_are_redrawn_from_results_alone(fake, tiny, tmp_path, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("figures must not train")
 
-    monkeypatch.setattr(experiments, "_train", no_training)
-    monkeypatch.setattr(experiments, "_evaluate", no_training)
+    monkeypatch.setattr(grid, "_train", no_training)
+    monkeypatch.setattr(grid, "_evaluate", no_training)
     import ulma.trainer
 
     monkeypatch.setattr(ulma.trainer, "train", no_training)
@@ -230,3 +234,78 @@ def test_gradient_weights_follow_methods_md(tmp_path):
     path = experiments.write_gradient_weights("tiny", results_dir=tmp_path)
     assert path == tmp_path / "tiny" / "02_gradients" / "gradient_weights.csv"
     assert report.weights_at("tiny", 0.0, tmp_path).splitlines()[2] == "pointwise_dpo".ljust(22) + " positive  +0.0500"
+
+
+def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tiny, tmp_path, capsys):
+    results = tmp_path / "results"
+    # nothing measured yet: the plan says so, then each run's actual time is printed
+    experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma"], [0], results_dir=results)
+    out = capsys.readouterr().out
+    assert "plan: 1 run(s), 0 already recorded, 1 to run" in out and "cost unknown" in out
+    # plant measured costs: ulma 60 + 30 s and 120 + 30 s (median 120 s); sft has none, so the median of all
+    for seed, train_s in ((0, 60.0), (1, 120.0), (2, 90.0)):
+        path = results / "tiny" / "04_ulma" / f"hh__ulma__seed{seed}.json"
+        record = json.loads(path.read_text()) if seed == 0 else {**json.loads(
+            (results / "tiny" / "04_ulma" / "hh__ulma__seed0.json").read_text()), "seed": seed}
+        record["timings"] = {"train_s": train_s, "eval_s": 30.0}
+        path.write_text(json.dumps(record))
+    costs = grid.measured_costs(results, "tiny")
+    assert costs == {"ulma": 120.0, "*": 120.0}
+    planned = grid.plan(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0, 5], results_dir=results)
+    assert [(p["method"], p["seed"], p["done"], p["estimate_s"]) for p in planned] == [
+        ("ulma", 0, True, None), ("ulma", 5, False, 120.0), ("sft", 0, False, 120.0), ("sft", 5, False, 120.0)]
+
+    trained = len(fake.trained)
+    records = experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results, train=False)
+    assert len(fake.trained) == trained and not capsys.readouterr().out  # nothing trained, nothing planned
+    assert records[0]["status"] == "done" and records[1]["status"] == "not_run"
+    experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results)
+    out = capsys.readouterr().out
+    assert "1 already recorded, 1 to run (≈ 2.0 min)" in out and len(fake.trained) == trained + 1
+
+
+def test_the_grid_produces_a_base_row(tiny, tmp_path, monkeypatch):
+    """`base` (registry runner "none") is evaluated as is: a run folder without weights, a done record."""
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
+    evaluated = []
+
+    def evaluate(run_dir, data_dir):
+        evaluated.append(json.loads((run_dir / "config.json").read_text())["method"])
+        return {"perplexity": 12.0}
+
+    monkeypatch.setattr(grid, "_evaluate", evaluate)
+    record = experiments.run_one(tiny, "04_ulma", "hh", "base", 0, results_dir=tmp_path / "results", data_dir="fixtures")
+    assert record["status"] == "done" and evaluated == ["base"]
+    assert record["metrics"]["train"] == {"global_step": 0, "wall_time_s": 0.0, "trained": False}
+    assert record["base_method"] == "base" and record["config"]["rlhf"] is None
+
+
+def test_a_partial_run_without_config_is_restarted_not_refused(fake, tiny, tmp_path):
+    """A run folder interrupted by an older version (checkpoints, no config.json) under the right marker."""
+    first = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
+    run_dir = tmp_path / "cache" / "runs" / "tiny" / "04_ulma" / "hh__ulma__seed0"
+    for name in ("config.json", "metrics.json", "ULMA_TRAIN_MEASURED.json"):
+        (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "adapter")
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    again = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path, force=True)
+    assert again["status"] == "done" and again["config_hash"] == first["config_hash"]
+    assert fake.trained[-1][-1] is False and not (run_dir / "checkpoints").exists()  # started over, no resume
+
+
+def test_the_committed_mini_results_are_still_read_and_keep_their_hashes():
+    """The results JSON schema is unchanged: the report reads results/mini, and every committed record's
+    config hash is what the grid computes today (so `reproduce` retrains nothing)."""
+    from ulma import catalog, store
+
+    table = report.experiment_table("mini", "04_ulma")
+    hh = table[table["dataset"] == "hh"]
+    assert list(hh["method"]) == list(catalog.ALL_METHODS) and hh["perplexity"].notna().all()
+    prof = store.as_profile("mini")
+    records = [json.loads(p.read_text()) for p in sorted((ROOT / "results" / "mini").glob("0[3-7]*/*.json"))]
+    records = [r for r in records if r.get("status") == "done"]
+    assert records
+    for r in records:
+        exp = catalog.get_experiment(r["experiment"])
+        key = grid._identify(prof, exp, r["dataset"], r["method"], r["seed"], "results", r["data_dir"])[4]
+        assert key == r["config_hash"], (r["experiment"], r["dataset"], r["method"])

@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
+from ulma import losses as losses_module
 from ulma.losses import (
     METHODS,
+    compared_methods,
+    loss_methods,
     LossOutput,
     dpo_loss,
     get_method,
@@ -228,7 +231,7 @@ def test_class_mean_with_an_empty_class():
 LOG_RATIOS = (1e4, -1e4, 0.0)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(loss_methods()))
 def test_finite_at_extreme_log_ratios(name):
     """Log-ratios ±1e4, single-class and continuous batches, both aggregations: finite loss and gradient."""
     for labels in [(1.0, 0.0, 1.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.3, 1.0, 0.0)]:
@@ -364,8 +367,11 @@ def test_registry():
         "positive_dpo": ("pointwise", "positives", "mean"), "negative_dpo": ("pointwise", "negatives", "mean"),
         "unlikelihood": ("pointwise", "none", "mean"), "kto": ("pointwise", "all", "sum"),
         "negative_unlikelihood": ("pointwise", "none", "mean"),
+        "rlhf": ("pointwise", "all", "sum"), "base": ("sft", "none", "mean"),
     }
     assert set(METHODS) == set(table)
+    assert set(loss_methods()) == set(table) - {"rlhf", "base"}
+    assert compared_methods() == ("sft", "rlhf", "dpo", "pointwise_dpo", "unlikelihood", "kto", "ulma")
     for name, (kind, reference, reduction) in table.items():
         m = get_method(name)
         assert (m.name, m.data_kind, m.reference, m.logp_reduction) == (name, kind, reference, reduction)
@@ -376,9 +382,42 @@ def test_registry():
         get_method("ulma").name = "x"  # frozen
 
 
+BAD_VALUES = {"beta": -1.0, "c": NAN, "aggregation": "sum", "continuous": "l1", "positive_threshold": 2.0,
+              "variant": "both", "desirable_weight": -1.0, "undesirable_weight": -1.0}
+
+
+def test_registry_declares_the_hyperparameters_each_loss_reads():
+    """Each offline method's declared keywords are exactly those its loss validates (a wrong value of a
+    declared one raises naming it); the config supplies them under HYPERPARAMETERS' names."""
+    import inspect
+
+    from ulma.config import TrainConfig
+
+    cfg = TrainConfig(beta=0.3, c=0.5, unlikelihood_variant="token", kto_desirable_weight=2.0)
+    assert get_method("ulma").loss_kwargs(cfg) == {"beta": 0.3, "c": 0.5, "aggregation": "class_mean",
+                                                  "continuous": "mse", "positive_threshold": 1.0}
+    assert get_method("dpo").loss_kwargs(cfg) == {"beta": 0.3}
+    assert get_method("unlikelihood").loss_kwargs(cfg)["variant"] == "token"
+    assert get_method("kto").loss_kwargs(cfg)["desirable_weight"] == 2.0
+    assert get_method("rlhf").loss_kwargs(cfg) == {} and get_method("base").loss_kwargs(cfg) == {}
+    for name, m in loss_methods().items():
+        # the declaration is a subset of the signature (the uniform interface keeps extra keywords)
+        assert set(m.hyperparameters) <= set(inspect.signature(m.loss_fn).parameters), name
+        for key in m.hyperparameters:  # read, not just accepted: a bad value of each is rejected by name
+            with pytest.raises(ValueError, match=key):
+                if m.data_kind == "pairwise":
+                    m.loss_fn(t(-1.0), t(-2.0), t(0.0), t(0.0), **{key: BAD_VALUES[key]})
+                else:
+                    pointwise_call(name, t(-1.0, -2.0), t(0.0, 0.0), t(1.0, 0.0), **{key: BAD_VALUES[key]})
+    with pytest.raises(ValueError, match="hyperparameters"):
+        losses_module.Method("x", sft_loss, "sft", "none", "mean", hyperparameters=("gamma",))
+    with pytest.raises(ValueError, match="runner"):
+        losses_module.Method("x", None, "sft", "none", "mean", runner="ppo")
+
+
 def test_every_method_returns_loss_output_with_detached_metrics():
     pol = t(*POLICY, grad=True)
-    for name, m in METHODS.items():
+    for name, m in loss_methods().items():
         if m.data_kind == "pairwise":
             out = m.loss_fn(pol, pol.detach().flip(0), t(*REFERENCE), t(*REFERENCE))
         else:

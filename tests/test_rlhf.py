@@ -225,3 +225,28 @@ def test_unknown_dataset_is_an_invalid_run(tmp_path):
 
     with pytest.raises(InvalidRunError):
         rlhf.train_rlhf(_profile(), "nope", tmp_path)
+
+
+def test_ppo_log_probs_come_from_the_one_log_prob_path():
+    """model_token_logps (response window only) equals log_softmax of a full forward, with left padding."""
+    from ulma.logprobs import model_token_logps
+
+    model, _ = load_model_and_tokenizer("tiny")
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0).eval()
+    input_ids = torch.tensor([[0, 0, 5, 6, 7, 8, 9, 10], [3, 4, 5, 6, 7, 11, 12, 2]])
+    attention_mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1]])
+    position_ids = rlhf._position_ids(attention_mask)
+    with torch.no_grad():
+        out = model_token_logps(model, input_ids, attention_mask, 5, position_ids=position_ids,
+                                return_entropy=True, return_hidden=True)
+        full = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     output_hidden_states=True)
+    expected = full.logits[:, 4:-1].float().log_softmax(-1)
+    assert out.logps.shape == (2, 3)
+    torch.testing.assert_close(out.logps, expected.gather(-1, input_ids[:, 5:, None]).squeeze(-1))
+    torch.testing.assert_close(out.entropy, -(expected.exp() * expected).sum(-1))
+    torch.testing.assert_close(out.hidden, full.hidden_states[-1][:, 4:-1])
+    logps, values, entropy = rlhf.policy_forward(model, rlhf.scalar_head(model.config.hidden_size, zero=True),
+                                                 input_ids, attention_mask, 5)
+    assert values.shape == (2, 3) and entropy is None and torch.equal(values, torch.zeros(2, 3))
+    torch.testing.assert_close(logps.detach(), out.logps)

@@ -134,7 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         # in a second with one line instead of after the generations
         from ulma.evaluation import judge_options
         from ulma.judges import get_judge
-        from ulma.trainer import resolve_data_dir
+        from ulma.runs import resolve_data_dir
 
         root = resolve_data_dir(args.data_dir, train_data_dir)
         try:

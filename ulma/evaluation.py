@@ -19,7 +19,7 @@
 * `generate`: batched greedy decoding through the chat template, left padding, prompts cut from the start
   (the last user turn survives), stopping at EOS or after the token budget (``eval.max_new_tokens``);
   with ``details=True`` each reply also says how many tokens it took and whether the budget cut it.
-* `evaluate_run`: all of the above plus a judge (`ulma.judges`) on a run folder (DESIGN.md, Runs); writes
+* `evaluate_run`: all of the above plus a judge (`ulma.judges`) on a run folder (docs/DESIGN.md, Runs); writes
   ``generations.jsonl`` and merges ``{"eval": ...}`` into ``metrics.json``, with per-item lists
   (``per_item``) keyed by stable prompt ids (`item_ids`) for paired statistics later (`ulma.stats`).
 """
@@ -41,8 +41,11 @@ import torch
 from ulma import data as _data
 from ulma.batching import PairwiseCollator, PointwiseCollator, left_pad_prompts, tokenize_prompts
 from ulma.judges import VERDICTS
+from ulma.files import dataset_content_hash
 from ulma.logprobs import model_logps
 from ulma.models import load_model_and_tokenizer, resolve_dtype
+from ulma.reference import ReferenceCache
+from ulma.runs import resolve_data_dir
 from ulma.stats import VERDICT_VALUE, length_controlled_win_rate
 
 logger = logging.getLogger(__name__)
@@ -316,25 +319,20 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
 
 
 def _read_reference_cache(path, num_pairs: int) -> np.ndarray | None:
-    """The cached reference sums, (num_pairs, 2) float64, or None when absent or of another size/version."""
-    if path is None or not Path(path).exists():
+    """The cached reference sums, (num_pairs, 2) float64, or None when absent, of another size/version, or
+    failing its checksum (`ulma.reference.ReferenceCache` warns naming the path; the caller recomputes)."""
+    if path is None:
         return None
-    from safetensors.torch import load_file
-
-    values = load_file(str(path)).get(f"reference_sums_v{REFERENCE_CACHE_VERSION}")
-    if values is None or tuple(values.shape) != (num_pairs, 2):
+    name = f"reference_sums_v{REFERENCE_CACHE_VERSION}"
+    table = ReferenceCache(path).load({name: num_pairs})
+    if table is None or tuple(table[name].shape) != (num_pairs, 2):
         return None
-    return values.double().numpy()
+    return table[name].double().numpy()
 
 
 def _write_reference_cache(path, values: np.ndarray) -> None:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    save_file({f"reference_sums_v{REFERENCE_CACHE_VERSION}": torch.from_numpy(np.ascontiguousarray(values))}, str(tmp))
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    name = f"reference_sums_v{REFERENCE_CACHE_VERSION}"
+    ReferenceCache(path).save({name: torch.from_numpy(np.ascontiguousarray(values))})  # atomic, with its checksum
 
 
 def content_hash(dataset, columns: list[str]) -> str:
@@ -572,13 +570,6 @@ def load_run(run_dir: str | os.PathLike):
     return model.eval(), tokenizer, run_config
 
 
-def _resolve_data_dir(data_dir, profile_data_dir: str | None) -> str | None:
-    """The data root by DESIGN.md's precedence: argument, $ULMA_DATA_DIR, the profile's, else None (the hub)."""
-    value = data_dir or os.environ.get(_data.ENV_VAR) or profile_data_dir
-    root = _data.resolve_data_dir(value) if value else None
-    return str(root) if root is not None else None
-
-
 def _aligned(sft_rows, pairs) -> bool:
     """Whether the SFT view's rows are the pairs' chosen replies, row for row (HH, Golden HH)."""
     if pairs is None or len(sft_rows) != len(pairs):
@@ -597,7 +588,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
 
     The run is loaded with `load_run`; the profile's `EvalConfig` (config.json) sets the test split,
     sizes, token budget and judge. `judge`: None = the profile's (``eval.judge``), a name of
-    `ulma.judges.JUDGES`, ``"none"`` for no judge, or a `Judge`. `data_dir`: DESIGN.md's precedence (this
+    `ulma.judges.JUDGES`, ``"none"`` for no judge, or a `Judge`. `data_dir`: docs/DESIGN.md's precedence (this
     argument, $ULMA_DATA_DIR, the profile's ``train.data_dir``, the hub).
 
     Returns the ``eval`` section:
@@ -629,7 +620,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     profile = profile_from_dict(run_config["profile"])
     train_cfg, ev = run_config["train"], profile.eval
     dataset, method = run_config["dataset"], run_config["method"]
-    root = _resolve_data_dir(data_dir, train_cfg.get("data_dir"))
+    root = resolve_data_dir(data_dir, train_cfg.get("data_dir"))
     options = dict(train_cfg.get("data_options") or {})
     lengths = {"max_prompt_length": train_cfg["max_prompt_length"],
                "max_completion_length": train_cfg["max_completion_length"]}

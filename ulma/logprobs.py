@@ -204,6 +204,39 @@ def model_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, la
                           return_log1m=return_log1m)
 
 
+@dataclass
+class TokenLogpsOutput:
+    """Per-token results of `model_token_logps` for the tokens from position `start` on (R = T − start):
+    logps (B, R) float32; entropy (B, R) float32 or None; hidden (B, R, H), the last hidden state at the
+    position that predicts each token (what a value head reads), or None."""
+
+    logps: torch.Tensor
+    entropy: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+
+
+def model_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, *,
+                      position_ids: torch.Tensor | None = None, return_entropy: bool = False,
+                      return_hidden: bool = False) -> TokenLogpsOutput:
+    """log π(x_t | x_<t) of every token t ≥ `start` of a causal LM's forward, unreduced (PPO's ratios and
+    per-token KL need each token). Like `model_logps`, the LM head runs on the window that is read
+    (``logits_to_keep``), never on the prompt; position t − 1 predicts token t. `position_ids` are passed
+    on (left-padded prompts count attended tokens only, as `generate` does)."""
+    width = input_ids.shape[1] - start
+    keep = width + 1 if accepts_logits_to_keep(model) else input_ids.shape[1]
+    kwargs = {"logits_to_keep": keep} if keep < input_ids.shape[1] else {}
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                output_hidden_states=return_hidden, **kwargs)
+    logits = out.logits[:, out.logits.shape[1] - width - 1 : -1]
+    logp_all = logits.float().log_softmax(-1)  # (B, R, V): every token's value is read, and PPO's R is short
+    logps = logp_all.gather(-1, input_ids[:, start:].unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if return_entropy else None
+    hidden = out.hidden_states[-1][:, start - 1 : -1] if return_hidden else None
+    return TokenLogpsOutput(logps, entropy, hidden)
+
+
 _ACCEPTS: dict[type, bool] = {}
 
 

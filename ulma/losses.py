@@ -323,38 +323,98 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
 
 
 # ------------------------------------------------------------------------------------------- registry
+# A loss keyword -> the TrainConfig field that supplies it (the config's names are prefixed where a bare
+# name would be ambiguous). `Method.hyperparameters` lists the keywords a method reads: the trainer passes
+# exactly those, so no signature is inspected and no loss receives a value it ignores.
+HYPERPARAMETERS = {
+    "beta": "beta", "c": "c", "aggregation": "aggregation", "continuous": "continuous",
+    "positive_threshold": "positive_threshold", "variant": "unlikelihood_variant",
+    "desirable_weight": "kto_desirable_weight", "undesirable_weight": "kto_undesirable_weight",
+}
+RUNNERS = ("offline", "rlhf", "none")
+DATA_KINDS = ("pairwise", "pointwise", "sft")
+REFERENCE_ROWS = ("none", "all", "negatives", "positives")
+
+
 @dataclass(frozen=True)
 class Method:
-    """A training method: its loss and what the trainer must feed it.
+    """A method of the paper's comparison: its loss and what the code that runs it must provide.
 
-    data_kind: "pairwise" | "pointwise" | "sft"; reference: the rows whose ℓ_ref the loss reads
-    ("none" | "all" | "negatives" | "positives"); logp_reduction: the released code's default ("sum" |
-    "mean"); needs_kl_pairs: mismatched (x, y′) log-probs (KTO); needs_log1m: some configuration reads
-    `policy_log1m` — `needs_log1m_for(loss_kwargs)` says whether the given one does."""
+    data_kind: the view of ulma.data it trains on ("pairwise" | "pointwise" | "sft"); reference: the rows
+    whose ℓ_ref the loss reads ("none" | "all" | "negatives" | "positives"); logp_reduction: the released
+    code's default ("sum" | "mean"), also the reduction evaluation ranks pairs with; hyperparameters: the
+    loss keywords it reads (keys of HYPERPARAMETERS); needs_kl_pairs: mismatched (x, y′) log-probs (KTO);
+    needs_log1m: some configuration reads `policy_log1m` (`needs_log1m_for` says whether a given one does);
+    runner: how a run trains it — "offline" (`ulma.trainer.ULMATrainer` on `loss_fn`), "rlhf" (reward model
+    + PPO, `ulma.rlhf`; `loss_fn` is None), "none" (no training: the starting model evaluated as is);
+    profile_sections: the Profile sections besides `train` that change its numbers; comparison: its column
+    in the main comparison tables (None: an ablation only)."""
 
     name: str
-    loss_fn: Callable[..., LossOutput]
+    loss_fn: Callable[..., LossOutput] | None
     data_kind: str
     reference: str
     logp_reduction: str
     needs_kl_pairs: bool = False
     needs_log1m: bool = False
+    hyperparameters: tuple[str, ...] = ()
+    runner: str = "offline"
+    profile_sections: tuple[str, ...] = ()
+    comparison: int | None = None
+
+    def __post_init__(self):
+        for field_name, value, allowed in (("data_kind", self.data_kind, DATA_KINDS),
+                                           ("reference", self.reference, REFERENCE_ROWS),
+                                           ("logp_reduction", self.logp_reduction, ("sum", "mean")),
+                                           ("runner", self.runner, RUNNERS)):
+            _check_choice(f"{self.name}.{field_name}", value, allowed)
+        unknown = set(self.hyperparameters) - set(HYPERPARAMETERS)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown hyperparameters {sorted(unknown)}; known: {sorted(HYPERPARAMETERS)}")
+        if (self.loss_fn is None) != (self.runner != "offline"):
+            raise ValueError(f"{self.name}: an offline method needs a loss_fn, and only an offline one")
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.reference != "none"
+
+    @property
+    def trains(self) -> bool:
+        return self.runner != "none"
+
+    def loss_kwargs(self, config: Any) -> dict[str, Any]:
+        """The loss keywords this method reads, from a TrainConfig (any object with its fields)."""
+        return {name: getattr(config, HYPERPARAMETERS[name]) for name in self.hyperparameters}
 
     def needs_log1m_for(self, loss_kwargs: dict[str, Any]) -> bool:
         """Whether the loss, called with these keyword arguments, reads `policy_log1m`."""
         return self.needs_log1m and loss_kwargs.get("variant", "ascent") == "token"
 
 
+_POINTWISE = ("beta", "c", "aggregation", "continuous", "positive_threshold")
+_LIKELIHOOD = ("aggregation", "positive_threshold", "variant")
+
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sft", sft_loss, "sft", "none", "mean"),
-    Method("dpo", dpo_loss, "pairwise", "all", "sum"),
-    Method("pointwise_dpo", pointwise_dpo_loss, "pointwise", "all", "mean"),
-    Method("ulma", ulma_loss, "pointwise", "negatives", "mean"),
-    Method("positive_dpo", positive_dpo_loss, "pointwise", "positives", "mean"),
-    Method("negative_dpo", negative_dpo_loss, "pointwise", "negatives", "mean"),
-    Method("unlikelihood", unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True),
-    Method("negative_unlikelihood", negative_unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True),
-    Method("kto", kto_loss, "pointwise", "all", "sum", needs_kl_pairs=True),
+    Method("sft", sft_loss, "sft", "none", "mean", hyperparameters=("aggregation", "positive_threshold"), comparison=0),
+    Method("dpo", dpo_loss, "pairwise", "all", "sum", hyperparameters=("beta",), comparison=2),
+    Method("pointwise_dpo", pointwise_dpo_loss, "pointwise", "all", "mean", hyperparameters=_POINTWISE, comparison=3),
+    Method("ulma", ulma_loss, "pointwise", "negatives", "mean", hyperparameters=_POINTWISE, comparison=6),
+    Method("positive_dpo", positive_dpo_loss, "pointwise", "positives", "mean",
+           hyperparameters=("beta", "c", "aggregation", "positive_threshold")),
+    Method("negative_dpo", negative_dpo_loss, "pointwise", "negatives", "mean", hyperparameters=_POINTWISE),
+    Method("unlikelihood", unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True,
+           hyperparameters=_LIKELIHOOD, comparison=4),
+    Method("negative_unlikelihood", negative_unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True,
+           hyperparameters=_LIKELIHOOD),
+    Method("kto", kto_loss, "pointwise", "all", "sum", needs_kl_pairs=True,
+           hyperparameters=("beta", "aggregation", "positive_threshold", "desirable_weight", "undesirable_weight"),
+           comparison=5),
+    # reward model + PPO: its reward model reads pairs where the dataset has them and z otherwise, so the
+    # point-wise view (every dataset has one) decides where it applies; PPO's KL penalty makes it rank
+    # pairs by the implicit reward β·Σ_t log-ratio (sums), like DPO
+    Method("rlhf", None, "pointwise", "all", "sum", runner="rlhf", profile_sections=("rlhf",), comparison=1),
+    # the starting model, evaluated without training: the row every comparison is read against
+    Method("base", None, "sft", "none", "mean", runner="none"),
 )}
 
 
@@ -364,3 +424,14 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
+
+
+def loss_methods() -> dict[str, Method]:
+    """The methods trained by a loss function (runner "offline"), in registry order."""
+    return {name: m for name, m in METHODS.items() if m.runner == "offline"}
+
+
+def compared_methods() -> tuple[str, ...]:
+    """The columns of the main comparison, in table order (`Method.comparison`)."""
+    ranked = sorted((m.comparison, name) for name, m in METHODS.items() if m.comparison is not None)
+    return tuple(name for _, name in ranked)

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -169,9 +170,13 @@ def apply_lora(model, *, r: int = 8, alpha: int = 32, dropout: float = 0.1, targ
     With LoRA the reference model is the same network with its adapters disabled, so no second copy
     of the weights is needed.
     """
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(
         task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules)
     )
     return get_peft_model(model, config)
+
+
+def apply_lora_from(model, cfg):
+    """`apply_lora` with a TrainConfig's LoRA settings (lora_r, lora_alpha, lora_dropout, lora_target_modules)."""
+    return apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules)

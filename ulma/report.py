@@ -16,7 +16,9 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from ulma.experiments import DATASET_COLUMNS, EXPERIMENTS, GRADIENT_METHODS, as_profile, resolve_path
+from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
+from ulma.catalog import EXPERIMENTS
+from ulma.store import as_profile, resolve_path
 
 # canonical metric -> where it lives in a run record (first found wins)
 METRICS: dict[str, tuple[str, ...]] = {

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ulma.experiments import PeakMemory, _now, _read_json, _write_json, as_profile, package_versions, project_root, resolve_path
+from ulma.store import PeakMemory, as_profile, now, package_versions, project_root, read_record, resolve_path, write_record
 
 KERNEL = "python3"
 
@@ -45,7 +45,7 @@ def _digest(path: Path) -> str:
 
 
 def _completed(executed: Path, parameters: dict[str, Any], source_digest: str) -> bool:
-    nb = _read_json(executed)
+    nb = read_record(executed)
     if not nb:
         return False
     meta = nb.get("metadata", {})
@@ -73,6 +73,7 @@ def reproduce(
     count as stale (an ISO time passed on as the notebooks' ``force``), runs shared between notebooks
     are trained once.
     """
+    # lazy: papermill and nbformat are only needed to execute notebooks (and papermill's import is slow)
     import nbformat
     import papermill
 
@@ -82,14 +83,14 @@ def reproduce(
     out_dir = root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)  # papermill does not create it
     log_path = root / "reproduce_log.json"
-    log = _read_json(log_path) or {"notebooks": {}}
-    force_since = _now() if force else False
+    log = read_record(log_path) or {"notebooks": {}}
+    force_since = now() if force else False
     parameters = {
         "profile": str(profile),
         "results_dir": str(resolve_path(results_dir)),
         "figures_dir": str(resolve_path(figures_dir)),
     }
-    log.update(profile=prof.name, started_at=_now(), timeout_s=timeout, versions=package_versions())
+    log.update(profile=prof.name, started_at=now(), timeout_s=timeout, versions=package_versions())
     entries, failed = [], []
     for source in select_notebooks(notebooks):
         executed = out_dir / source.name
@@ -107,15 +108,15 @@ def reproduce(
             failed.append(source.stem)
         log["notebooks"][source.stem] = entry
         entries.append({"notebook": source.stem, **entry})
-        log["finished_at"] = _now()
-        _write_json(log_path, log)
+        log["finished_at"] = now()
+        write_record(log_path, log)
     if failed:
         raise RuntimeError(f"notebook(s) failed: {failed}; executed copies with the error under {out_dir}")
     return entries
 
 
 def _execute(papermill, nbformat, source: Path, executed: Path, parameters, force, timeout, digest) -> dict[str, Any]:
-    entry: dict[str, Any] = {"started_at": _now(), "parameters": parameters | {"force": force}, "executed": str(executed)}
+    entry: dict[str, Any] = {"started_at": now(), "parameters": parameters | {"force": force}, "executed": str(executed)}
     t0 = time.perf_counter()
     with PeakMemory(descendants=True, interval=0.5) as mem:
         try:
@@ -126,7 +127,7 @@ def _execute(papermill, nbformat, source: Path, executed: Path, parameters, forc
             entry["status"] = "completed"
         except Exception as exc:  # noqa: BLE001 - recorded; the executed copy holds the traceback
             entry.update(status="failed", error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
-    entry.update(wall_s=round(time.perf_counter() - t0, 2), kernel_peak_rss_mb=round(mem.peak_mb, 1), finished_at=_now())
+    entry.update(wall_s=round(time.perf_counter() - t0, 2), kernel_peak_rss_mb=round(mem.peak_mb, 1), finished_at=now())
     if entry["status"] == "completed":
         _mark(nbformat, executed, parameters, digest)
     return entry

@@ -18,17 +18,16 @@ Dropout is off during PPO (the model stays in eval mode), so the importance rati
 first mini-batch and the KL estimate is not noise. Log-probs are those of the model itself (temperature
 1): the sampling settings (temperature, top-p, top-k) only shape exploration, as in TRL of that era.
 
-The losses and the PPO arithmetic are pure functions over tensors (``bradley_terry_loss``,
+The losses and the PPO arithmetic are pure functions over tensors (`ulma.rl_losses`: ``bradley_terry_loss``,
 ``regression_loss``, ``gae``, ``policy_loss``, ``value_loss``, ``kl_penalized_rewards``,
-``update_kl_coef``); `train_reward_model` and `train_ppo` take models and data built outside;
+``update_kl_coef``); the reward model and the heads live in `ulma.reward_model`; `train_reward_model` and
+`train_ppo` take models and data built outside;
 `train_rlhf` is the run (``ulma.trainer.train(method="rlhf")`` calls it) and writes the run layout of
 docs/DESIGN.md, so evaluation reads it like any other run.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -38,301 +37,27 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from transformers import set_seed
 
+from ulma import data
+from ulma.batching import PointwiseCollator, left_pad_prompts, tokenize_dataset, tokenize_prompts
 from ulma.config import Profile, RLHFConfig, TrainConfig, load_profile, train_config_for
-from ulma.losses import LossOutput
+from ulma.files import content_key, dataset_content_hash
+from ulma.models import apply_lora_from, cache_dir, load_model_and_tokenizer, model_identity
+# the pieces of the baseline, importable from here as before the split
+from ulma.logprobs import model_token_logps
+from ulma.reward_model import (RewardModel, _backbone, _batches, _device, _optimizer, _position_ids,  # noqa: F401
+                               evaluate_reward_model, last_token_index, load_reward_model, save_reward_model,
+                               scalar_head, train_reward_model)
+from ulma.rl_losses import (bradley_terry_loss, gae, kl_penalized_rewards, masked_mean, masked_whiten,  # noqa: F401
+                            policy_loss, regression_loss, response_mask, update_kl_coef, value_loss)
+from ulma.runs import InvalidRunError, RunFolder, objective_trace, peak_memory_mb, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when a cached reward model's meaning changes
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]  # (prompt texts, reply texts) -> one score each
-
-
-# ============================================================================ pure functions: losses
-def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> LossOutput:
-    """Pairwise reward-model loss −log σ(r(x, y_w) − r(x, y_l)), mean over pairs; inputs (B,)."""
-    margins = chosen_rewards - rejected_rewards
-    return LossOutput(-F.logsigmoid(margins).mean(), {
-        "rewards/chosen": chosen_rewards.detach().mean(),
-        "rewards/rejected": rejected_rewards.detach().mean(),
-        "rewards/margins": margins.detach().mean(),
-        "rewards/accuracies": (margins.detach() > 0).float().mean(),
-    })
-
-
-def regression_loss(rewards: torch.Tensor, z: torch.Tensor) -> LossOutput:
-    """Point-wise reward-model loss (ours, for continuous labels): mean (r(x, y) − z)²; inputs (B,)."""
-    z = z.to(rewards.dtype)
-    return LossOutput(F.mse_loss(rewards, z), {
-        "rewards/mean": rewards.detach().mean(),
-        "label/mean": z.mean(),
-        # a label above 1/2 should score above 1/2: the point-wise analogue of pairwise accuracy
-        "rewards/accuracies": ((rewards.detach() > 0.5) == (z > 0.5)).float().mean(),
-    })
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(values − mean) / std over the masked entries (TRL whitens the advantages of each batch)."""
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean) ** 2, mask)
-    return (values - mean) * torch.rsqrt(var + eps) * mask
-
-
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized advantage estimation (Schulman et al. 2016) over response tokens.
-
-    rewards, values, mask: (B, R), mask 1 on the response tokens (a prefix of each row), 0 after.
-    δ_t = r_t + γ·V_{t+1} − V_t (V = 0 past the last token);  A_t = δ_t + γλ·A_{t+1}.
-    Returns (advantages, returns = advantages + values), both (B, R), 0 off the mask.
-    """
-    mask = mask.to(values.dtype)
-    advantages = torch.zeros_like(values)
-    next_value = torch.zeros_like(values[:, 0])
-    next_advantage = torch.zeros_like(values[:, 0])
-    for t in reversed(range(values.shape[1])):
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        advantages[:, t] = (delta + gamma * lam * next_advantage) * mask[:, t]
-        next_value, next_advantage = values[:, t] * mask[:, t], advantages[:, t]
-    return advantages, (advantages + values) * mask
-
-
-def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
-                cliprange: float = 0.2) -> LossOutput:
-    """Clipped surrogate (Schulman et al. 2017): mean over tokens of max(−A·ρ, −A·clip(ρ, 1 ± ε)),
-    ρ = exp(log π − log π_old). Inputs (B, R)."""
-    ratio = torch.exp(logps - old_logps)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    return LossOutput(masked_mean(torch.maximum(unclipped, clipped), mask), {
-        "policy/clipfrac": masked_mean((clipped > unclipped).float(), mask).detach(),
-        "policy/approxkl": (0.5 * masked_mean((logps - old_logps) ** 2, mask)).detach(),
-        "policy/ratio": masked_mean(ratio, mask).detach(),
-    })
-
-
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *,
-               cliprange_value: float = 0.2, vf_coef: float = 0.1) -> LossOutput:
-    """Clipped value loss, weighted: vf_coef · ½ · mean over tokens of max((V − G)², (V_clip − G)²),
-    V_clip = V_old + clip(V − V_old, ±ε_v) (TRL's form, the ½ included). Inputs (B, R)."""
-    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
-    unclipped_loss, clipped_loss = (values - returns) ** 2, (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_loss, clipped_loss), mask)
-    return LossOutput(vf_coef * loss, {
-        "value/loss": loss.detach(),
-        "value/clipfrac": masked_mean((clipped_loss > unclipped_loss).float(), mask).detach(),
-    })
-
-
-def kl_penalized_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,
-                         kl_coef: float) -> torch.Tensor:
-    """Per-token rewards (B, R): −kl_coef·(log π − log π_ref) on every response token, plus the score
-    (B,) on the last one (Ziegler et al. 2019, eq. 2)."""
-    mask = mask.to(logps.dtype)
-    rewards = -kl_coef * (logps - ref_logps) * mask
-    last = (mask.sum(1).long() - 1).clamp(min=0)
-    rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)
-    return rewards
-
-
-def update_kl_coef(kl_coef: float, kl: float, *, target: float = 6.0, horizon: int = 10000, n_steps: int = 8) -> float:
-    """Adaptive KL controller (Ziegler et al. 2019): β ← β·(1 + clip(KL/target − 1, ±0.2)·n_steps/horizon).
-
-    `kl` is the batch's mean of Σ_t (log π − log π_ref); `n_steps` the rollouts it came from."""
-    error = min(max(kl / target - 1.0, -0.2), 0.2)
-    return kl_coef * (1.0 + error * n_steps / horizon)
-
-
-# ================================================================================ models and heads
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of each row's last attended token (right padding); from the mask, never from the pad
-    id, which may equal EOS (SmolLM2) and then also ends every reply."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask.long()).argmax(1)
-
-
-def _backbone(model):
-    """The transformer under the LM head (LoRA layers included): its last hidden state feeds the heads."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(inner, inner.base_model_prefix)
-
-
-def _lm_head(model):
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_output_embeddings()
-
-
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    # left-padded prompts: positions count attended tokens only, as `generate` counts them
-    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-
-
-def scalar_head(hidden_size: int, *, zero: bool = False) -> torch.nn.Linear:
-    """Linear(hidden, 1) in float32; std 1/√(d+1) as the reward head of Stiennon et al., or zeros (value head)."""
-    head = torch.nn.Linear(hidden_size, 1)
-    torch.nn.init.normal_(head.weight, std=0.0 if zero else 1.0 / math.sqrt(hidden_size + 1))
-    torch.nn.init.zeros_(head.bias)
-    return head
-
-
-class RewardModel(torch.nn.Module):
-    """r(x, y): a causal LM (LoRA-wrapped) and a scalar head read at the last attended token."""
-
-    def __init__(self, model, head: torch.nn.Linear | None = None):
-        super().__init__()
-        self.model = model
-        self.head = head if head is not None else scalar_head(model.config.hidden_size)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask (B, T), right-padded -> scores (B,) float32."""
-        hidden = _backbone(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        last = hidden[torch.arange(len(hidden), device=hidden.device), last_token_index(attention_mask)]
-        return self.head(last.float()).squeeze(-1)
-
-
-def policy_forward(policy, value_head, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int):
-    """Logits (B, R, V) and values (B, R) for the tokens from position `start` on (the response).
-
-    The LM head runs on the response positions only (the prompt's logits are never needed), as a
-    Llama-family causal LM computes logits (no logit scaling or soft-capping). Position t−1 predicts
-    token t; the value of token t is read at the same position (the state before it).
-    """
-    hidden = _backbone(policy)(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=_position_ids(attention_mask)).last_hidden_state
-    hidden = hidden[:, start - 1 : -1]
-    logits = _lm_head(policy)(hidden).float()
-    values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
-    return logits, values
-
-
-def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π(token), entropy of π) per position, (B, R) float32, from logits (B, R, V)."""
-    logp_all = torch.log_softmax(logits.float(), dim=-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
-
-
-# ============================================================================ stage 1: reward model
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _batches(n: int, size: int, generator: torch.Generator | None = None):
-    order = torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
-    for i in range(0, n, size):
-        yield order[i : i + size]
-
-
-def _optimizer(params, lr: float, cfg: TrainConfig, total_steps: int):
-    from transformers import get_scheduler
-
-    optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
-    warmup = math.ceil(cfg.warmup_ratio * total_steps) if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio)
-    return optimizer, get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
-                                     num_training_steps=max(total_steps, 1))
-
-
-def _score_batch(reward_model: RewardModel, rows: list[dict], kind: str, pad_token_id: int):
-    """Scores of a list of tokenized rows: pairwise -> (chosen (B,), rejected (B,)); point-wise -> (r, z)."""
-    from ulma.batching import PairwiseCollator, PointwiseCollator
-
-    device = _device(reward_model)
-    if kind == "pairwise":
-        batch = PairwiseCollator(pad_token_id)(rows)
-        scores = reward_model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        return scores[: len(rows)], scores[len(rows) :]
-    batch = PointwiseCollator(pad_token_id)(rows)
-    return reward_model(batch["input_ids"].to(device), batch["attention_mask"].to(device)), batch["z"].to(device)
-
-
-def _reward_loss(kind: str, a: torch.Tensor, b: torch.Tensor) -> LossOutput:
-    return bradley_terry_loss(a, b) if kind == "pairwise" else regression_loss(a, b)
-
-
-@torch.no_grad()
-def evaluate_reward_model(reward_model: RewardModel, rows, kind: str, pad_token_id: int, batch_size: int = 8) -> dict:
-    """Held-out loss and accuracy (pairwise: r_w > r_l; point-wise: r and z on the same side of ½)."""
-    was_training = reward_model.training
-    reward_model.eval()
-    totals, n = {}, 0
-    for idx in _batches(len(rows), batch_size):
-        out = _reward_loss(kind, *_score_batch(reward_model, [rows[i] for i in idx], kind, pad_token_id))
-        for key, value in {"loss": out.loss, **out.metrics}.items():
-            totals[key] = totals.get(key, 0.0) + float(value) * len(idx)
-        n += len(idx)
-    reward_model.train(was_training)
-    return {("accuracy" if k == "rewards/accuracies" else k): v / max(n, 1) for k, v in totals.items()}
-
-
-def train_reward_model(reward_model: RewardModel, train_rows, *, kind: str, pad_token_id: int, rlhf: RLHFConfig,
-                       train_config: TrainConfig, eval_rows=None, eval_batch_size: int = 8) -> dict:
-    """Train `reward_model` in place on tokenized rows (pairwise: prompt_ids/chosen_ids/rejected_ids;
-    point-wise: prompt_ids/completion_ids/z) and return its metrics: log history, held-out accuracy
-    (when `eval_rows` are given), wall_time_s (training only) and eval_s."""
-    if kind not in ("pairwise", "pointwise"):
-        raise ValueError(f"kind must be 'pairwise' or 'pointwise', got {kind!r}")
-    start = time.perf_counter()
-    steps_per_epoch = math.ceil(len(train_rows) / rlhf.reward_batch_size)
-    total_steps = max(1, math.ceil(rlhf.reward_epochs * steps_per_epoch))
-    optimizer, scheduler = _optimizer(reward_model.parameters(), rlhf.reward_learning_rate, train_config, total_steps)
-    generator = torch.Generator().manual_seed(train_config.seed)
-    reward_model.train()
-    history, step = [], 0
-    while step < total_steps:
-        for idx in _batches(len(train_rows), rlhf.reward_batch_size, generator):
-            out = _reward_loss(kind, *_score_batch(reward_model, [train_rows[i] for i in idx], kind, pad_token_id))
-            out.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(reward_model.parameters(), train_config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % max(train_config.logging_steps, 1) == 0 or step == total_steps:
-                history.append({"step": step, "loss": out.loss.item(), "grad_norm": float(grad_norm),
-                                "learning_rate": scheduler.get_last_lr()[0],
-                                **{k: float(v) for k, v in out.metrics.items()}})
-                logger.info("reward model step %d/%d: loss %.4f", step, total_steps, history[-1]["loss"])
-            if step >= total_steps:
-                break
-    wall = time.perf_counter() - start
-    reward_model.eval()
-    metrics = {"kind": kind, "steps": step, "train_rows": len(train_rows), "wall_time_s": wall, "log_history": history}
-    if eval_rows is not None and len(eval_rows):
-        start = time.perf_counter()
-        held_out = evaluate_reward_model(reward_model, eval_rows, kind, pad_token_id, eval_batch_size)
-        metrics.update({"eval_rows": len(eval_rows), "eval_s": time.perf_counter() - start,
-                        "held_out": held_out, "accuracy": held_out["accuracy"]})
-    return metrics
-
-
-def save_reward_model(reward_model: RewardModel, folder: Path, metrics: dict) -> None:
-    """adapter/ (peft), head.pt, metrics.json; written to a temporary folder and renamed (atomic)."""
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    reward_model.model.save_pretrained(tmp / "adapter")
-    torch.save(reward_model.head.state_dict(), tmp / "head.pt")
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    if folder.exists():  # another process finished first: theirs is as good as ours
-        import shutil
-
-        shutil.rmtree(tmp)
-        return
-    tmp.rename(folder)
-
-
-def load_reward_model(base_model, folder: Path) -> tuple[RewardModel, dict]:
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(base_model, folder / "adapter", is_trainable=False)
-    head = scalar_head(model.config.hidden_size)
-    head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu"))
-    reward_model = RewardModel(model, head).to(_device(base_model)).eval().requires_grad_(False)
-    return reward_model, json.loads((folder / "metrics.json").read_text())
 
 
 # ===================================================================================== stage 2: PPO
@@ -351,22 +76,11 @@ class Rollouts:
     prompt_width: int
 
 
-def response_mask(responses: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
-    """(B, R) 1 up to and including each row's first EOS (everything when it has none)."""
-    if eos_token_id is None:
-        return torch.ones_like(responses, dtype=torch.float32)
-    is_eos = (responses == eos_token_id).long()
-    before = is_eos.cumsum(1) - is_eos  # EOS seen strictly before this position
-    return (before == 0).float()
-
-
 ScoreFn = Callable[[list[list[int]], list[list[int]]], torch.Tensor]  # (prompt ids, response ids) -> (B,)
 
 
 def reward_model_scorer(reward_model: RewardModel, pad_token_id: int, batch_size: int = 8) -> ScoreFn:
     """Score rollouts with the reward model: prompt + response right-padded, read at the last token."""
-    from ulma.batching import PointwiseCollator
-
     @torch.no_grad()
     def score(prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
         out = []
@@ -396,8 +110,6 @@ def generate_rollouts(policy, value_head, prompts: list[list[int]], score_fn: Sc
                       pad_token_id: int, eos_token_id: int | None) -> Rollouts:
     """Sample one response per prompt with the profile's sampling settings, then score it and compute
     log π_old, log π_ref (adapters disabled) and V_old on it."""
-    from ulma.batching import left_pad_prompts
-
     device = _device(policy)
     batch = {k: v.to(device) for k, v in left_pad_prompts(prompts, pad_token_id).items()}
     width = batch["input_ids"].shape[1]
@@ -411,15 +123,24 @@ def generate_rollouts(policy, value_head, prompts: list[list[int]], score_fn: Sc
     input_ids = torch.cat([batch["input_ids"], torch.where(mask.bool(), responses, pad_token_id)], 1)
     attention_mask = torch.cat([batch["attention_mask"], mask.long()], 1)
 
-    logits, values = policy_forward(policy, value_head, input_ids, attention_mask, width)
-    logps, entropy = token_logps(logits, responses)
+    logps, values, entropy = policy_forward(policy, value_head, input_ids, attention_mask, width, entropy=True)
     with policy.disable_adapter():
-        ref_logits, _ = policy_forward(policy, None, input_ids, attention_mask, width)
-    ref_logps, _ = token_logps(ref_logits, responses)
+        ref_logps, _, _ = policy_forward(policy, None, input_ids, attention_mask, width)
     reply_ids = [r[m.bool()].tolist() for r, m in zip(responses.cpu(), mask.cpu())]
     scores = score_fn([list(p) for p in prompts], reply_ids).to(device=device, dtype=torch.float32)
     return Rollouts(input_ids, attention_mask, mask, logps * mask, ref_logps * mask, values * mask, scores,
                     masked_mean(entropy, mask), width)
+
+
+def policy_forward(policy, value_head, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, *,
+                   entropy: bool = False):
+    """(log π (B, R), values (B, R) or None, entropy (B, R) or None) of the response tokens (positions
+    ≥ `start`), through the package's one log-prob path (`ulma.logprobs.model_token_logps`): the LM head
+    runs on the response only; the value of token t is read at the hidden state that predicts it."""
+    out = model_token_logps(policy, input_ids, attention_mask, start, position_ids=_position_ids(attention_mask),
+                            return_entropy=entropy, return_hidden=value_head is not None)
+    values = value_head(out.hidden.float()).squeeze(-1) if value_head is not None else None
+    return out.logps, values, out.entropy
 
 
 def ppo_update(policy, value_head, optimizer, scheduler, rollouts: Rollouts, kl_coef: float, rlhf: RLHFConfig,
@@ -435,8 +156,7 @@ def ppo_update(policy, value_head, optimizer, scheduler, rollouts: Rollouts, kl_
     for _ in range(rlhf.ppo_epochs):
         for idx in _batches(len(r.scores), rlhf.mini_batch_size, generator):
             idx = torch.tensor(idx, device=r.mask.device)
-            logits, values = policy_forward(policy, value_head, r.input_ids[idx], r.attention_mask[idx], r.prompt_width)
-            logps, _ = token_logps(logits, r.input_ids[idx, r.prompt_width :])
+            logps, values, _ = policy_forward(policy, value_head, r.input_ids[idx], r.attention_mask[idx], r.prompt_width)
             mask = r.mask[idx]
             pg = policy_loss(logps, r.logps[idx], advantages[idx], mask, cliprange=rlhf.cliprange)
             vf = value_loss(values, r.values[idx], returns[idx], mask, cliprange_value=rlhf.cliprange_value,
@@ -517,8 +237,6 @@ def train_ppo(policy, tokenizer, prompts: list[list[int]], score_fn: ScoreFn, rl
 
 
 def _save_ppo_checkpoint(path: Path, state, policy, value_head, optimizer, scheduler, generator) -> None:
-    from peft import get_peft_model_state_dict
-
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"state": state, "adapter": get_peft_model_state_dict(policy), "value_head": value_head.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -529,8 +247,6 @@ def _save_ppo_checkpoint(path: Path, state, policy, value_head, optimizer, sched
 
 
 def _load_ppo_checkpoint(path: Path, policy, value_head, optimizer, scheduler, generator) -> dict:
-    from peft import set_peft_model_state_dict
-
     blob = torch.load(path, map_location="cpu", weights_only=False)
     set_peft_model_state_dict(policy, blob["adapter"])
     value_head.load_state_dict(blob["value_head"])
@@ -558,7 +274,7 @@ def reward_model_key(model_id: str, data_hash: str, cfg: TrainConfig, rlhf: RLHF
     rm_fields = ("reward_learning_rate", "reward_epochs", "reward_batch_size")
     identity = {"version": CACHE_VERSION, "model": model_id, "data": data_hash, "eval": eval_hash, "kind": kind,
                 **{f: getattr(cfg, f) for f in fields}, **{f: getattr(rlhf, f) for f in rm_fields}}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return content_key(identity, 20)
 
 
 @dataclass
@@ -572,8 +288,6 @@ class RunData:
 
 
 def load_run_data(profile: Profile, cfg: TrainConfig, dataset: str, root: str | None, *, reward_model: bool = True) -> RunData:
-    from ulma import data
-
     prompts = _limit(data.load(dataset, "sft", cfg.train_split, root, **cfg.data_options), cfg)
     kind = "pairwise" if "pairwise" in data.SOURCES[dataset].views else "pointwise"
     if not reward_model:
@@ -591,12 +305,6 @@ def load_run_data(profile: Profile, cfg: TrainConfig, dataset: str, root: str | 
 
 def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device: torch.device) -> tuple[RewardModel, dict]:
     """Reuse a cached reward model of the same key, or train (and cache) one."""
-    from transformers import set_seed
-
-    from ulma.batching import tokenize_dataset
-    from ulma.models import apply_lora, cache_dir, load_model_and_tokenizer, model_identity
-    from ulma.trainer import dataset_content_hash
-
     kind = run_data.kind
     columns = ["prompt_ids", "chosen_ids", "rejected_ids"] if kind == "pairwise" else ["prompt_ids", "completion_ids", "z"]
     base, tokenizer = load_model_and_tokenizer(cfg.model, dtype=cfg.dtype)
@@ -615,8 +323,7 @@ def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device:
         reward_model, metrics = load_reward_model(base.to(device), folder)
         return reward_model, {**metrics, "cached": True, "cache": str(folder)}
     set_seed(cfg.seed)
-    model = apply_lora(base.to(device), r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                       target_modules=cfg.lora_target_modules)
+    model = apply_lora_from(base.to(device), cfg)
     reward_model = RewardModel(model).to(device)
     metrics = train_reward_model(reward_model, [dict(r) for r in train_rows], kind=kind, pad_token_id=tokenizer.pad_token_id,
                                  rlhf=profile.rlhf, train_config=cfg, eval_batch_size=profile.eval.eval_batch_size,
@@ -628,31 +335,25 @@ def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device:
 
 def _prompt_ids(rows, cfg: TrainConfig, tokenizer) -> list[list[int]]:
     """The prompts of the SFT view's rows, tokenized (cut from the start), duplicates dropped."""
-    from ulma.batching import tokenize_prompts
-
     ids = tokenize_prompts(rows["prompt"], tokenizer, cfg.max_prompt_length)
     return [list(p) for p in dict.fromkeys(tuple(p) for p in ids)]
 
 
 def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLike, *,
-               data_dir: str | os.PathLike | None = None, resume: bool = False, reward_fn: RewardFn | None = None) -> dict:
-    """Reward model, then PPO: one RLHF run (DESIGN.md, Runs). Returns the metrics.json content.
+               data_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
+               reward_fn: RewardFn | None = None) -> dict:
+    """Reward model, then PPO: one RLHF run (docs/DESIGN.md, Runs). Returns the metrics.json content.
 
     The reward model trains on the dataset's pairwise view (Bradley–Terry), or its point-wise view
     (regression on z) when it has no pairs (red-team); `reward_fn(prompt_texts, reply_texts)` replaces
     it with a programmatic reward (no reward model). Writes config.json, adapter/ (the policy's LoRA),
-    value_head.pt, tokenizer/, metrics.json and checkpoints/ppo_state.pt (`resume` continues from it).
+    value_head.pt, tokenizer/, metrics.json and checkpoints/ppo_state.pt (`resume` continues from it);
+    a folder that holds another run is refused unless `overwrite` (`ulma.runs.RunFolder.claim`).
     Training settings come from `profile.train` (model, LoRA, data, seed, scheduler), RL ones from
     `profile.rlhf`. Metrics: reward_model_s (the reward model's training time, also when it came from
     the cache: the pipeline's cost), ppo_s, wall_time_s (their sum plus loading and saving),
     reward_model_accuracy (held-out), peak_memory_mb, log_history (one entry per PPO step).
     """
-    from transformers import set_seed
-
-    from ulma import data
-    from ulma.models import apply_lora, load_model_and_tokenizer
-    from ulma.trainer import InvalidRunError, peak_memory_mb, resolve_data_dir
-
     start = time.perf_counter()
     profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
     cfg, rlhf = train_config_for(profile, "rlhf"), profile.rlhf
@@ -665,8 +366,12 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
         run_data = load_run_data(profile, cfg, dataset, root, reward_model=reward_fn is None)
     except (ValueError, KeyError, OSError, NotImplementedError) as err:  # OSError: a missing file, no network
         raise InvalidRunError(str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from err
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(output_dir)
+    output_dir = folder.path
+    run_config = {"profile": profile.to_dict(), "method": "rlhf", "dataset": dataset, "data_dir": root,
+                  "train": dataclasses.asdict(cfg), "rlhf": dataclasses.asdict(rlhf),
+                  "reward": "reward_fn" if reward_fn is not None else "reward_model"}
+    folder.claim(run_config, overwrite=overwrite)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -683,8 +388,7 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
         reward_model, tokenizer.pad_token_id, profile.eval.eval_batch_size)
 
     set_seed(cfg.seed)  # the policy's fresh LoRA and the rollouts do not depend on whether the RM was cached
-    policy = apply_lora(policy.to(device), r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                        target_modules=cfg.lora_target_modules)
+    policy = apply_lora_from(policy.to(device), cfg)
     ppo = train_ppo(policy, tokenizer, prompts, score_fn, rlhf, cfg, checkpoint=output_dir / "checkpoints" / "ppo_state.pt",
                     resume=resume)
 
@@ -713,12 +417,8 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
         "kl_coef": ppo["kl_coef"],
         "reward_model": {**rm_metrics, "wall_time_s": reward_model_s},
         "ppo": {"wall_time_s": ppo["wall_time_s"], "steps": ppo["steps"]},
+        "objective": objective_trace(history),
         "log_history": history,
     }}
-    run_config = {"profile": profile.to_dict(), "method": "rlhf", "dataset": dataset, "data_dir": root,
-                  "train": dataclasses.asdict(cfg), "rlhf": dataclasses.asdict(rlhf),
-                  "reward": "reward_fn" if reward_fn is not None else "reward_model"}
-    (output_dir / "config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True))
-    # a fresh file, as ulma.trainer writes it: an "eval" section of earlier weights would no longer apply
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    return metrics
+    # a fresh file: an "eval" section of earlier weights would no longer apply
+    return folder.write_metrics("train", metrics["train"], fresh=True)

@@ -1,0 +1,303 @@
+"""The grid: train, evaluate and record every run of an experiment, resumably.
+
+``run_one`` trains one variant into a run folder outside the repository (``ulma.models.cache_dir()/runs/
+...``), evaluates it, and writes its record (`ulma.store`) with the resolved config and its hash,
+metrics, timings, peak memory and package versions. A record whose hash matches the resolved config is not
+recomputed (an interrupted reproduction resumes); a run with the same resolved config in another
+experiment is reused, not retrained (recorded as ``reused_from``). A dataset that cannot be had (offline,
+file missing) gives a ``skipped`` record with the reason; a method whose data kind the dataset lacks
+(pairwise DPO on red-team) a ``not_applicable`` one. ``run_grid`` runs every (dataset, variant, seed),
+prints the plan with an estimate from measured costs first, and with ``train=False`` only reports the
+records that exist.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import statistics
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+from ulma import data
+from ulma.catalog import get_experiment, run_profile
+from ulma.config import Profile
+from ulma.evaluation import evaluate_run
+from ulma.losses import get_method
+from ulma.runs import RunFolder, resolve_data_dir
+from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
+                        package_versions, read_record, resolve_path, resolved_config, result_path, run_folder,
+                        short_error, write_record)
+from ulma.trainer import train
+
+NOT_APPLICABLE_REASON = {  # why a dataset lacks a view (ulma.data.SOURCES says which views it has)
+    "pairwise": "no natural pairs: one reply per prompt (docs/DATASETS.md); the case for point-wise methods",
+}
+# the files the grid keeps in a run folder beside the run's own (ulma.runs owns the rest)
+CONFIG_MARKER = "ULMA_CONFIG_HASH"
+MEASURED = "ULMA_TRAIN_MEASURED.json"  # our timings, kept for an evaluation that was interrupted
+
+
+def not_applicable(dataset: str, method: str) -> str | None:
+    """Why `method` cannot run on `dataset` (pairwise DPO on red-team), or None."""
+    kind = get_method(method).data_kind
+    if dataset in data.SOURCES and kind not in data.SOURCES[dataset].views:
+        return f"{dataset} has no {kind} view: " + NOT_APPLICABLE_REASON.get(kind, "")
+    return None
+
+
+def dataset_unavailable(dataset: str, view: str, split: str, data_dir: str | None, options: Mapping) -> str | None:
+    """None when the dataset can be had, else why not (offline hub, missing local file).
+
+    A local copy is checked by its file (no parsing); the hub by loading the rows. Any other error is
+    not about availability: training raises it, with its own message.
+    """
+    if data_dir is not None:
+        location = Path(data.source_location(dataset, split, data_dir))
+        return None if location.is_file() else f"no local file {location}"
+    try:
+        data.load(dataset, view, split, None, **dict(options))
+    except (FileNotFoundError, ConnectionError) as exc:
+        return short_error(exc)
+    except Exception:  # noqa: BLE001 - not an availability problem; train() reports it
+        return None
+    return None
+
+
+# ------------------------------------------------------------------------------------------ run_one
+def _identify(prof: Profile, exp, dataset: str, label: str, seed: int, results_dir, data_dir):
+    """(variant, run profile, data root, resolved config, its hash, record path) of one run: no model, no data."""
+    variant = exp.variant(label, prof)
+    rprof = run_profile(prof, exp, dataset, variant, seed)
+    resolved_data = resolve_data_dir(data_dir, prof.train.data_dir)
+    config = resolved_config(rprof, variant.method, dataset, resolved_data)
+    return variant, rprof, resolved_data, config, config_hash(config), result_path(
+        results_dir, prof.name, exp.name, dataset, label, seed)
+
+
+def measured_costs(results_dir, profile: str) -> dict[str, float]:
+    """Seconds per run (train_s + eval_s, median over the records of this profile that trained and
+    evaluated, reused ones excluded) by base method, and under "*" over every method."""
+    costs: dict[str, list[float]] = {}
+    for path in sorted((Path(results_dir) / profile).glob("*/*.json")):
+        record = read_record(path) or {}
+        timings = record.get("timings") or {}
+        if record.get("status") != "done" or record.get("reused_from") or "train_s" not in timings:
+            continue
+        seconds = float(timings["train_s"]) + float(timings.get("eval_s") or 0.0)
+        costs.setdefault(record.get("base_method", "?"), []).append(seconds)
+        costs.setdefault("*", []).append(seconds)
+    return {method: statistics.median(values) for method, values in costs.items()}
+
+
+def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: list[str], seeds: list[int], *,
+         force: bool | str = False, results_dir: str | os.PathLike = "results", data_dir: str | None = None
+         ) -> list[dict[str, Any]]:
+    """The runs of a grid, each {dataset, method, seed, base_method, done, estimate_s}: `done` when a fresh
+    record exists (nothing to train); `estimate_s` from `measured_costs` (the method's median, else every
+    method's, else None) for the others."""
+    prof, exp = as_profile(profile), get_experiment(experiment)
+    costs = measured_costs(resolve_path(results_dir), prof.name)
+    rows = []
+    for dataset in datasets:
+        for label in methods:
+            for seed in seeds:
+                variant, _, _, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir, data_dir)
+                done = fresh(read_record(path), key, force)
+                estimate = None if done else costs.get(variant.method, costs.get("*"))
+                rows.append({"dataset": dataset, "method": label, "seed": seed, "base_method": variant.method,
+                             "done": done, "estimate_s": estimate, "path": str(path)})
+    return rows
+
+
+def run_one(
+    profile: str | Profile,
+    experiment: str,
+    dataset: str,
+    method: str,
+    seed: int,
+    *,
+    force: bool | str = False,
+    results_dir: str | os.PathLike = "results",
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate and record one run; return its record (the JSON's content).
+
+    ``method`` is a variant label of the experiment (``ulma``, ``ulma@c=0.5``, ``negative_unlikelihood``).
+    A record of the same resolved config is returned as is unless ``force``.
+    """
+    prof, exp = as_profile(profile), get_experiment(experiment)
+    variant, rprof, resolved_data, config, key, path = _identify(prof, exp, dataset, method, seed, results_dir, data_dir)
+    old = read_record(path)
+    if fresh(old, key, force):
+        return old
+
+    record: dict[str, Any] = {
+        "schema": RECORD_SCHEMA,
+        "profile": prof.name,
+        "experiment": exp.name,
+        "dataset": dataset,
+        "method": method,
+        "base_method": variant.method,
+        "seed": seed,
+        "overrides": dict(variant.overrides),
+        "note": variant.note,
+        "config_hash": key,
+        "config": config,
+        "data_dir": resolved_data,
+        "versions": package_versions(),
+        "started_at": now(),
+    }
+    reason = not_applicable(dataset, variant.method)
+    if reason:
+        return _finish(path, record, "not_applicable", reason=reason)
+    reused = find_reusable(path.parent.parent, key, force, exclude=path)
+    if reused:
+        src, done = reused
+        keep = ("metrics", "timings", "memory", "run_dir", "versions", "started_at", "finished_at")
+        record.update({k: done[k] for k in keep if k in done})
+        record["reused_from"] = str(src.relative_to(path.parent.parent))
+        write_record(path, {**record, "status": "done"})
+        return {**record, "status": "done"}
+    split = rprof.train.train_split
+    reason = dataset_unavailable(dataset, get_method(variant.method).data_kind, split, resolved_data, rprof.train.data_options)
+    if reason:
+        return _finish(path, record, "skipped", reason=f"{dataset} ({split}) cannot be loaded here: {reason}")
+
+    run_dir = run_folder(runs_dir, prof.name, exp.name, dataset, method, seed)
+    try:
+        record.update(_train_and_evaluate(rprof, variant.method, dataset, run_dir, key, force, data_dir))
+    except Exception as exc:  # recorded, then raised: run_grid goes on with the next run
+        _finish(path, record, "failed", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        raise
+    return _finish(path, record, "done")
+
+
+def _finish(path: Path, record: dict, status: str, **extra) -> dict:
+    record = {**record, **extra, "status": status, "finished_at": now()}
+    write_record(path, record)
+    return record
+
+
+def _train_and_evaluate(prof: Profile, method: str, dataset: str, run_dir: Path, key: str, force, data_dir) -> dict:
+    marker = run_dir / CONFIG_MARKER
+    stale = force is True or (isinstance(force, str) and marker.exists() and _mtime_iso(marker) < force)
+    if run_dir.exists() and (stale or not marker.exists() or marker.read_text().strip() != key):
+        shutil.rmtree(run_dir)  # another config's (or a forced) partial run: start over, never mix
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key + "\n")
+
+    folder = RunFolder(run_dir)
+    finished = folder.read_metrics().get("train")
+    measured = run_dir / MEASURED
+    if finished and (folder.has_weights() or finished.get("trained") is False) and measured.exists():
+        train_metrics = finished  # trained before an interruption during evaluation
+        timings, memory = (read_record(measured) or {}).get("timings", {}), (read_record(measured) or {}).get("memory", {})
+    else:
+        if folder.read_config() is None and folder.holds_files():
+            # a partial run of a version that wrote config.json last: only the marker vouches for it, and
+            # the trainer refuses a folder it cannot identify, so its partial files are dropped, never mixed
+            folder.clear()
+        resume = (run_dir / "checkpoints").exists()
+        t0 = time.perf_counter()
+        with PeakMemory() as mem:
+            train_metrics = _train(prof, method, dataset, run_dir, data_dir, resume)
+        timings = {"train_s": time.perf_counter() - t0, "resumed": resume}
+        memory = {"train_peak_rss_mb": mem.peak_mb, "train_start_rss_mb": mem.start_mb,
+                  "train_peak_cuda_mb": mem.cuda_peak_mb}
+        write_record(measured, {"timings": timings, "memory": memory})
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        eval_metrics = _evaluate(run_dir, data_dir)
+    timings["eval_s"] = time.perf_counter() - t0
+    memory.update(eval_peak_rss_mb=mem.peak_mb, eval_peak_cuda_mb=mem.cuda_peak_mb)
+    if isinstance(train_metrics, Mapping) and "train" in train_metrics and isinstance(train_metrics["train"], Mapping):
+        train_metrics = train_metrics["train"]
+    if isinstance(eval_metrics, Mapping) and "eval" in eval_metrics and isinstance(eval_metrics["eval"], Mapping):
+        eval_metrics = eval_metrics["eval"]
+    return {
+        "metrics": {"train": train_metrics, "eval": eval_metrics},
+        "timings": timings,
+        "memory": memory,
+        "run_dir": str(run_dir),
+    }
+
+
+def _train(prof: Profile, method: str, dataset: str, run_dir: Path, data_dir, resume: bool) -> dict:
+    return train(prof, method, dataset, run_dir, data_dir=data_dir, resume=resume)
+
+
+def _evaluate(run_dir: Path, data_dir) -> dict:
+    return evaluate_run(run_dir, data_dir=data_dir)
+
+
+def _mtime_iso(path: Path) -> str:
+    return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+# ----------------------------------------------------------------------------------------- run_grid
+def run_grid(
+    profile: str | Profile,
+    experiment: str,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    *,
+    force: bool | str = False,
+    results_dir: str | os.PathLike = "results",
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | None = None,
+    raise_on_failure: bool = True,
+    train: bool = True,
+) -> list[dict[str, Any]]:
+    """Every (dataset, variant, seed) of an experiment; None = the experiment's lists at this profile.
+
+    Before training it prints the planned runs and an estimate of their time from measured per-run costs
+    (`plan`), then each run's actual time. ``train=False`` trains nothing: it returns the records that
+    exist, and a ``not_run`` record for each run without one. A failing run is recorded and the grid goes
+    on; with ``raise_on_failure`` the failures are raised together at the end.
+    """
+    prof, exp = as_profile(profile), get_experiment(experiment)
+    datasets = exp.datasets_for(prof) if datasets is None else list(datasets)
+    methods = list(exp.variants_for(prof)) if methods is None else list(methods)
+    seeds = list(prof.experiments.seeds) if seeds is None else list(seeds)
+    planned = plan(prof, exp.name, datasets, methods, seeds, force=force, results_dir=results_dir, data_dir=data_dir)
+    if not train:  # report what exists, train nothing
+        return [read_record(Path(p["path"])) or {**{k: p[k] for k in ("dataset", "method", "seed")},
+                                                 "status": "not_run", "reason": "no record and train=False"}
+                for p in planned]
+    _print_plan(exp.name, planned)
+    records, failures = [], []
+    for dataset in datasets:
+        for method in methods:
+            for seed in seeds:
+                t0 = time.perf_counter()
+                try:
+                    record = run_one(prof, exp.name, dataset, method, seed, force=force, results_dir=results_dir,
+                                     runs_dir=runs_dir, data_dir=data_dir)
+                except Exception as exc:  # noqa: BLE001 - recorded in its JSON by run_one
+                    failures.append(f"{dataset}/{method}/seed{seed}: {type(exc).__name__}: {exc}")
+                    record = {"dataset": dataset, "method": method, "seed": seed, "status": "failed", "reason": str(exc)}
+                status = record["status"] + (" (reused)" if record.get("reused_from") else "")
+                detail = f": {record['reason']}" if record.get("reason") else ""
+                print(f"[{exp.name}] {dataset:12s} {method:26s} seed {seed}  {status}{detail}  "
+                      f"({time.perf_counter() - t0:.1f} s)", flush=True)
+                records.append(record)
+    if failures and raise_on_failure:
+        raise RuntimeError(f"{len(failures)} run(s) failed (recorded in their JSON):\n" + "\n".join(failures))
+    return records
+
+
+def _print_plan(name: str, planned: list[dict[str, Any]]) -> None:
+    todo = [p for p in planned if not p["done"]]
+    known = [p["estimate_s"] for p in todo if p["estimate_s"] is not None]
+    unknown = len(todo) - len(known)
+    total = f"≈ {sum(known) / 60:.1f} min" + (f" + {unknown} run(s) of unknown cost" if unknown else "")
+    print(f"[{name}] plan: {len(planned)} run(s), {len(planned) - len(todo)} already recorded, {len(todo)} to run "
+          f"({total if todo else 'nothing to train'})", flush=True)
+    for p in todo:
+        estimate = f"≈ {p['estimate_s'] / 60:.1f} min" if p["estimate_s"] is not None else "cost unknown"
+        print(f"[{name}]   {p['dataset']:12s} {p['method']:26s} seed {p['seed']}  {estimate}", flush=True)
