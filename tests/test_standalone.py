@@ -144,11 +144,6 @@ def test_no_machine_paths_in_committed_artifacts():
     assert not found, f"absolute machine paths (write them relative to the repository or symbolically): {found}"
 
 
-# docs/DESIGN.md is being rewritten in parallel (it still names the old spec folder); it is checked by
-# its own test below, expected to fail until that rewrite lands. The integrator drops the xfail mark.
-PENDING_REWRITE = {"docs/DESIGN.md"}
-
-
 def _outside_citations(path: Path) -> list[str]:
     text = artifact_text(path) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
     hits = _hits(OUTSIDE, text)
@@ -162,17 +157,9 @@ def _outside_citations(path: Path) -> list[str]:
 def test_no_citation_of_files_outside_the_repository():
     found = {}
     for path in code_files():
-        if str(path.relative_to(ROOT)) in PENDING_REWRITE:
-            continue
         if hits := _outside_citations(path):
             found[str(path.relative_to(ROOT))] = hits[:3]
     assert not found, f"citations of files that are not in the repository (point into docs/): {found}"
-
-
-@pytest.mark.xfail(strict=False, reason="docs/DESIGN.md is rewritten on another branch")
-def test_design_doc_cites_no_files_outside_the_repository():
-    found = {name: _outside_citations(ROOT / name) for name in sorted(PENDING_REWRITE)}
-    assert not any(found.values()), found
 
 
 def test_docs_pointers_resolve():
