@@ -134,7 +134,7 @@ def test_no_code_outside_the_registry_compares_a_method_name():
     assert [h for h in hits if h.split(":")[0] not in allowed] == []
 
 
-DESIGN = ROOT / "docs" / "docs/DESIGN.md"
+DESIGN = ROOT / "docs" / "DESIGN.md"
 
 
 def design_names() -> list[str]:
