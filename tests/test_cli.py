@@ -91,7 +91,7 @@ def test_evaluate_with_the_llm_judge_on_a_tiny_run(tmp_path, capsys, monkeypatch
     """`evaluate --judge llm` on a tiny run crashed: the offline judge's options (tiny's
     eval.judge_options) reached the LLM judge. Now each judge gets its own section; the chat endpoint is
     a fake transport answering "A" (reply A is better) and "7"."""
-    from ulma import judges
+    from ulma.judges import llm
 
     asked = []
 
@@ -102,7 +102,7 @@ def test_evaluate_with_the_llm_judge_on_a_tiny_run(tmp_path, capsys, monkeypatch
         answer = "A" if "[Reply A]" in text else "7"
         return 200, {}, json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
 
-    monkeypatch.setattr(judges, "urllib_transport", fake_transport)
+    monkeypatch.setattr(llm, "urllib_transport", fake_transport)  # the default transport, looked up per judge
     monkeypatch.setenv("ULMA_JUDGE_API_KEY", "sk-never-written-0123")
     assert cli.main(_train_args(tmp_path, "--method", "sft", "--dataset", "hh", "--set", "max_steps=1",
                                 "--set", "save_steps=1000")) == 0
