@@ -397,24 +397,29 @@ def test_evaluate_run_on_a_hand_made_hh_run(tmp_path):
     assert result["generation_budget_ok"] is False and gens["reply_tokens"] == [8] * n
     assert result["mean_reply_tokens"] == 8 and result["mean_reply_chars"] == result["mean_generation_chars"]
     assert result["mean_reference_chars"] == pytest.approx(sum(gens["reference_chars"]) / n)
-    # a few replies as text, for side-by-side reading from the results JSON alone
-    assert [x["generation"] for x in result["samples"]] == [line["generation"] for line in lines][:5]
-    assert result["samples"][0]["verdict"] == lines[0]["judge"]["verdict"]
-    assert result["samples"][0]["prompt"] == lines[0]["prompt"][-1]["content"]
+    # up to 8 replies as text, for side-by-side reading from the results JSON alone (ulma.notebook reads
+    # metrics.eval.generations: index, prompt, reference, generation, judge.verdict)
+    shown = result["generations"]
+    assert [x["generation"] for x in shown] == [line["generation"] for line in lines][:8] and len(shown) == n
+    assert [x["index"] for x in shown] == list(range(n)) and shown[0]["judge"] == lines[0]["judge"]
+    assert shown[0]["prompt"] == lines[0]["prompt"][-1]["content"] and shown[0]["reference"] == lines[0]["reference"]
+    # the padding of the one scoring pass (HH: the pairwise pass served the perplexity too)
+    assert result["scoring_passes"] == 1 and 0.0 <= result["padded_fraction"] < 1.0
 
 
 def test_evaluate_run_of_the_base_model_ranks_at_one_half(tmp_path):
-    """A run that trained nothing (``base``: no adapter/, model/ or tokenizer/) is the starting model; both
-    headline and own columns are computed, the headline at exactly ½ (the model is its own reference)."""
+    """A run that trained nothing (``base``: no adapter/ or model/, as `ulma.trainer.train` leaves it) is
+    the starting model; both headline and own columns are computed, the headline at exactly ½ (the model
+    is its own reference)."""
     run = _hand_made_run(tmp_path, "hh", "base")
     import shutil
 
     shutil.rmtree(run / "adapter")
-    shutil.rmtree(run / "tokenizer")
     result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
     assert result["preference_accuracy_headline"] == 0.5 and result["preference_headline_margin"] == 0.0
     assert result["preference_ranking"] == "log_likelihood" and result["preference_logp_reduction"] == "mean"
     assert result["judge"] is None and result["per_item"]["generations"]["verdict"] is None
+    assert all(x["judge"] is None for x in result["generations"])
 
 
 def test_evaluate_run_stops_replies_at_eos(tmp_path, lively):
