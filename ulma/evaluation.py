@@ -401,8 +401,12 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, m
     ids = tokenize_prompts([list(p) for p in prompts], tokenizer, max_prompt_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(model, tokenizer)
+    # use_cache: the KV cache, one new token per step after the prompt (a model saved after gradient-
+    # checkpointed training may carry use_cache=False in its config). Every row stops at its own EOS (later
+    # steps write padding there) and the batch stops when every row has stopped, not at the budget.
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
-                              eos_token_id=eos, bos_token_id=getattr(tokenizer, "bos_token_id", None))
+                              eos_token_id=eos, bos_token_id=getattr(tokenizer, "bos_token_id", None),
+                              use_cache=True)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     replies: list[Generation] = [Generation("", 0, False)] * len(ids)
     device = _device(model)
