@@ -20,6 +20,10 @@ Examples::
 
     python benchmarks/bench_eval.py --json results/benchmarks/eval_cpu.json                 # tiny
     python benchmarks/bench_eval.py --model smollm2 --json results/benchmarks/eval_cpu.json  # adds smollm2
+    python benchmarks/bench_eval.py --model smollm2 --pairs 16 --eval-batch-size 4 --prompts 4 --max-new-tokens 16
+
+On a 2-core machine shared with other work, SmolLM2's scoring pass of 16 pairs at mini's lengths takes
+about a minute on one thread: the smollm2 column needs a free machine (or the small settings above).
 """
 from __future__ import annotations
 
@@ -61,6 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--pairs", type=int, default=None, help="test pairs scored (default 64 tiny, 16 smollm2)")
     p.add_argument("--prompts", type=int, default=None, help="prompts generated for (default 16 tiny, 8 smollm2)")
     p.add_argument("--train-rows", type=int, default=2048, help="train rows for the padding of training batches")
+    p.add_argument("--eval-batch-size", type=int, default=None, help="scoring batch size (default: the profile's)")
+    p.add_argument("--generation-batch-size", type=int, default=None, help="default: the profile's")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the profile's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     p.add_argument("--json", type=Path, default=None, help="write (or update, per model) the results here")
     return p.parse_args(argv)
@@ -133,7 +140,7 @@ def bench_model(name: str, args) -> dict:
     pairs = pairs.select(range(min(n_pairs, len(pairs))))
     tokenized = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths)
     rows = tokenized.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_list()
-    ebs, pad = ev.eval_batch_size, tokenizer.pad_token_id
+    ebs, pad = args.eval_batch_size or ev.eval_batch_size, tokenizer.pad_token_id
 
     # (a) padding of the evaluation pass: random order against sorted by length
     rand_e, sorted_e = random_batches(len(rows), ebs, seed=0), length_sorted_batches(rows, ebs)
@@ -170,7 +177,7 @@ def bench_model(name: str, args) -> dict:
     sft_test = data.load("hh", "sft", ev.test_split, args.data_dir, on_bad_row="skip")
     prompts = sft_test["prompt"][:n_prompts]
     ids = tokenize_prompts([list(p) for p in prompts], tokenizer, tc.max_prompt_length)
-    gbs, budget = ev.generation_batch_size, ev.max_new_tokens
+    gbs, budget = args.generation_batch_size or ev.generation_batch_size, args.max_new_tokens or ev.max_new_tokens
     eos = [tokenizer.eos_token_id] + [i for i in np.atleast_1d(policy.generation_config.eos_token_id or []).tolist()
                                       if i != tokenizer.eos_token_id]
     generate(policy, tokenizer, prompts[:1], max_new_tokens=2, progress=False)  # warm-up
