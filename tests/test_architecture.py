@@ -2,9 +2,10 @@
 every name docs/DESIGN.md cites exists.
 
 Layers, lowest first (a module may import its own layer and those below, never one above):
-logprobs/files → losses (registry) → data/batching/models/config → reference/runs → rlhf → trainer →
-evaluation/judges → the experiment layer (catalog, store, analysis → grid → report, reproduce, figures →
-experiments) → cli. The library (everything below the experiment layer) never imports it.
+logprobs/files/stats → losses (registry) → data/batching/models/config → reference/runs → rlhf → trainer →
+evaluation/judges → the experiment layer (catalog, store, analysis → grid → report, reproduce, figures,
+claims → experiments → notebook) → cli. The library (everything below the experiment layer) never imports
+it. A subpackage (ulma/data/, ulma/judges/) is one node: its files' imports are its imports.
 """
 from __future__ import annotations
 
