@@ -11,13 +11,19 @@ from transformers import PreTrainedTokenizerFast
 
 from ulma.batching import (
     IGNORE_INDEX,
+    LengthGroupedSampler,
     PairwiseCollator,
     PointwiseCollator,
     left_pad_prompts,
+    length_grouped_batches,
+    padded_fraction,
+    random_batches,
     render_prompt,
+    row_length,
     tokenize_dataset,
 )
 from ulma.data import load
+from ulma.kl_partners import KLPairsCollator, add_kl_partners
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHAT_TEMPLATE = (
@@ -184,10 +190,14 @@ def test_pointwise_collator_pads_right_and_masks_the_prompt():
     assert "reference_logps" not in batch and "kl_input_ids" not in batch
 
 
-def test_pointwise_collator_kl_pairs_shift_completions():
-    batch = PointwiseCollator(pad_token_id=0, kl_pairs=True)(ROWS)
+def test_kl_pairs_come_from_the_one_builder_around_the_pointwise_collator():
+    """KTO's mismatched pairs are built by ulma.kl_partners alone (the collator has no second builder)."""
+    with pytest.raises(TypeError):
+        PointwiseCollator(pad_token_id=0, kl_pairs=True)
+    rows = add_kl_partners(datasets.Dataset.from_list(ROWS)).to_list()
+    batch = KLPairsCollator(PointwiseCollator(pad_token_id=0))(rows)
     m = IGNORE_INDEX
-    # prompt i with completion (i + 1) mod 3
+    # every prompt differs: prompt i with completion (i + 1) mod 3
     assert batch["kl_input_ids"].tolist() == [[5, 6, 7, 11, 12, 13, 2], [10, 16, 0, 0, 0, 0, 0], [14, 15, 8, 9, 0, 0, 0]]
     assert batch["kl_labels"].tolist() == [[m, m, m, 11, 12, 13, 2], [m, 16, m, m, m, m, m], [m, m, 8, 9, m, m, m]]
     assert batch["kl_attention_mask"].sum(1).tolist() == [7, 2, 4]
@@ -216,7 +226,7 @@ def test_pairwise_collator_stacks_chosen_then_rejected():
 
 def test_collators_take_tokenized_dataset_rows():
     ds = tokenize_dataset(small("pointwise"), PLAIN, "pointwise", max_prompt_length=64, max_completion_length=10)
-    batch = PointwiseCollator(pad_token_id=PLAIN.pad_token_id, kl_pairs=True)([ds[0], ds[1]])
+    batch = KLPairsCollator(PointwiseCollator(pad_token_id=PLAIN.pad_token_id))(add_kl_partners(ds).select(range(2)).to_list())
     assert batch["input_ids"].shape == batch["labels"].shape == batch["kl_input_ids"].shape[:1] + batch["input_ids"].shape[1:]
     n_completion = (batch["labels"] != IGNORE_INDEX).sum(1).tolist()
     assert n_completion == [len(ds[0]["completion_ids"]), len(ds[1]["completion_ids"])]
@@ -228,3 +238,43 @@ def test_left_pad_prompts():
     out = left_pad_prompts([[5, 6, 7], [8]], pad_token_id=0)
     assert out["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
     assert out["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+# ------------------------------------------------------------------------------------ length grouping
+def test_row_length_counts_the_slots_a_row_takes():
+    assert row_length(ROWS[0]) == 5
+    assert row_length({"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5, 6]}) == 5
+
+
+def test_padded_fraction_worked_numbers():
+    # batch [3, 1]: width 3, 6 slots, 2 pads; batch [2, 2]: none; total 2 / 10
+    assert padded_fraction([[3, 1], [2, 2]]) == pytest.approx(0.2)
+    assert padded_fraction([]) == 0.0 and padded_fraction([[4]]) == 0.0
+
+
+def test_length_grouped_batches_are_deterministic_and_hold_every_row_once():
+    lengths = [(7 * i) % 23 + 1 for i in range(103)]
+    batches = length_grouped_batches(lengths, 4, seed=3, group_batches=5)
+    assert batches == length_grouped_batches(lengths, 4, seed=3, group_batches=5)
+    assert batches != length_grouped_batches(lengths, 4, seed=4, group_batches=5)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(103))
+    assert [len(b) for b in batches] == [4] * 25 + [3]  # the one short batch last
+    sampler = LengthGroupedSampler(lengths, 4, seed=3, group_batches=5)
+    assert list(sampler) == flat and len(sampler) == 103
+    sampler.set_epoch(1)
+    assert list(sampler) == [i for b in length_grouped_batches(lengths, 4, seed=4, group_batches=5) for i in b]
+    with pytest.raises(ValueError, match="batch_size"):
+        length_grouped_batches(lengths, 0)
+
+
+def test_length_grouping_pads_less_than_random_batches():
+    """Half the rows are 2 tokens long, half 40: random batches of 4 mix them (most slots padding),
+    grouped batches do not (one group holds every row, so no batch mixes the two lengths)."""
+    lengths = [2, 40] * 32
+    grouped = length_grouped_batches(lengths, 4, seed=0, group_batches=16)
+    shuffled = random_batches(len(lengths), 4, seed=0)
+    as_lengths = lambda batches: [[lengths[i] for i in b] for b in batches]  # noqa: E731
+    assert padded_fraction(as_lengths(grouped)) == 0.0
+    assert padded_fraction(as_lengths(shuffled)) > 0.3
+    assert sorted(i for b in shuffled for i in b) == list(range(64))

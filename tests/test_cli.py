@@ -68,6 +68,24 @@ def test_train_writes_a_run(tmp_path, capsys):
     assert json.loads((run / "metrics.json").read_text())["train"]["global_step"] == 2
 
 
+def test_a_folder_of_another_run_is_refused_unless_overwrite(tmp_path, capsys):
+    """--overwrite reaches ulma.trainer.train(overwrite=True): the folder of an sft run takes an ulma run
+    only when asked, and the refusal names the difference before anything is written."""
+    steps = ("--set", "max_steps=1", "--set", "save_steps=1000")
+    assert cli.main(_train_args(tmp_path, "--method", "sft", "--dataset", "hh", *steps)) == 0
+    config = tmp_path / "run" / "config.json"
+    before = config.read_text()
+    capsys.readouterr()
+    assert cli.main(_train_args(tmp_path, "--method", "ulma", "--dataset", "hh", *steps)) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]  # not progress bars
+    assert len(err) == 1 and "holds another run" in err[0] and "method: 'sft' -> 'ulma'" in err[0], err
+    assert "--overwrite" in err[0]  # the option's name on the command line
+    assert config.read_text() == before
+    assert cli.main(_train_args(tmp_path, "--method", "ulma", "--dataset", "hh", *steps, "--overwrite")) == 0
+    assert json.loads(config.read_text())["method"] == "ulma"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["global_step"] == 1
+
+
 def test_module_entry_point(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ULMA_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "ulma", *_train_args(tmp_path, "--method", "nope", "--dataset", "hh")],
@@ -91,7 +109,7 @@ def test_evaluate_with_the_llm_judge_on_a_tiny_run(tmp_path, capsys, monkeypatch
     """`evaluate --judge llm` on a tiny run crashed: the offline judge's options (tiny's
     eval.judge_options) reached the LLM judge. Now each judge gets its own section; the chat endpoint is
     a fake transport answering "A" (reply A is better) and "7"."""
-    from ulma import judges
+    from ulma.judges import llm
 
     asked = []
 
@@ -102,7 +120,7 @@ def test_evaluate_with_the_llm_judge_on_a_tiny_run(tmp_path, capsys, monkeypatch
         answer = "A" if "[Reply A]" in text else "7"
         return 200, {}, json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
 
-    monkeypatch.setattr(judges, "urllib_transport", fake_transport)
+    monkeypatch.setattr(llm, "urllib_transport", fake_transport)  # the default transport, looked up per judge
     monkeypatch.setenv("ULMA_JUDGE_API_KEY", "sk-never-written-0123")
     assert cli.main(_train_args(tmp_path, "--method", "sft", "--dataset", "hh", "--set", "max_steps=1",
                                 "--set", "save_steps=1000")) == 0

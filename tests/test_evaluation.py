@@ -301,6 +301,35 @@ def test_generate_stops_at_eos(lively):
     assert len(reply) < len(tokenizer.decode(tokens, skip_special_tokens=True).strip())
 
 
+def test_generate_stops_each_row_at_its_eos_and_the_batch_when_all_have_stopped(lively):
+    """Per-row stopping in one left-padded batch: each reply ends at its own first EOS (as generated alone),
+    and decoding stops once every row has ended (max cut + 1 forwards, not the 12-token budget), each step
+    after the prompt feeding one token (the KV cache)."""
+    model, tokenizer = lively
+    alone = []
+    for prompt in PROMPTS:
+        ids = tokenizer(render_prompt(prompt, tokenizer))["input_ids"]
+        alone.append(model.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist())
+    # the first row's second token and the others' sixth are ends of turn: every row ends by its sixth token
+    stops = sorted({alone[0][1]} | {tokens[5] for tokens in alone[1:]})
+    cuts = [next(k for k, t in enumerate(tokens) if t in stops) for tokens in alone]
+    assert len(set(cuts)) > 1 and max(cuts) <= 5  # rows end at different steps
+    widths = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, *stops]
+    try:
+        out = generate(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=len(PROMPTS), progress=False,
+                       details=True)
+    finally:
+        hook.remove()
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    assert [g.num_tokens for g in out] == cuts and not any(g.truncated for g in out)
+    assert [g.text for g in out] == [tokenizer.decode(t[:c], skip_special_tokens=True).strip() for t, c in zip(alone, cuts)]
+    assert len(widths) == max(cuts) + 1 < 12  # stopped when the last row ended
+    assert widths[0] > 1 and widths[1:] == [1] * max(cuts)  # KV cache: one new token per step
+
+
 def test_generate_details_count_tokens_and_flag_the_budget(lively):
     model, tokenizer = lively
     prompt_ids = tokenizer(render_prompt(PROMPTS[1], tokenizer))["input_ids"]
@@ -337,6 +366,7 @@ def _hand_made_run(path, dataset, method, overrides=None):
     """A run folder as docs/DESIGN.md lays it out (config.json, adapter/, tokenizer/, metrics.json)."""
     import dataclasses
 
+    path.mkdir(parents=True, exist_ok=True)
     from ulma.config import load_profile, train_config_for
 
     profile = load_profile("tiny", overrides or {})
@@ -397,24 +427,42 @@ def test_evaluate_run_on_a_hand_made_hh_run(tmp_path):
     assert result["generation_budget_ok"] is False and gens["reply_tokens"] == [8] * n
     assert result["mean_reply_tokens"] == 8 and result["mean_reply_chars"] == result["mean_generation_chars"]
     assert result["mean_reference_chars"] == pytest.approx(sum(gens["reference_chars"]) / n)
-    # a few replies as text, for side-by-side reading from the results JSON alone
-    assert [x["generation"] for x in result["samples"]] == [line["generation"] for line in lines][:5]
-    assert result["samples"][0]["verdict"] == lines[0]["judge"]["verdict"]
-    assert result["samples"][0]["prompt"] == lines[0]["prompt"][-1]["content"]
+    # up to 8 replies as text, for side-by-side reading from the results JSON alone (ulma.notebook reads
+    # metrics.eval.generations: index, prompt, reference, generation, judge.verdict)
+    shown = result["generations"]
+    assert [x["generation"] for x in shown] == [line["generation"] for line in lines][:8] and len(shown) == n
+    assert [x["index"] for x in shown] == list(range(n)) and shown[0]["judge"] == lines[0]["judge"]
+    assert shown[0]["prompt"] == lines[0]["prompt"][-1]["content"] and shown[0]["reference"] == lines[0]["reference"]
+    # the padding of the one scoring pass (HH: the pairwise pass served the perplexity too)
+    assert result["scoring_passes"] == 1 and 0.0 <= result["padded_fraction"] < 1.0
+
+
+def test_a_second_method_reads_the_base_models_reference_log_probs_from_the_cache(tmp_path, monkeypatch):
+    """The reference half of the pairwise pass is computed once per (pairs, base model) and read back by
+    every other method's evaluation, with equal headline numbers (both runs are fresh adapters)."""
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
+    first = evaluate_run(_hand_made_run(tmp_path / "ulma", "hh", "ulma"), judge="none", data_dir="fixtures",
+                         progress=False)
+    second = evaluate_run(_hand_made_run(tmp_path / "sft", "hh", "sft"), judge="none", data_dir="fixtures",
+                          progress=False)
+    assert first["preference_reference_cache"] == "miss" and second["preference_reference_cache"] == "hit"
+    assert len(list((tmp_path / "cache" / "reference").glob("eval-pairs-*.safetensors"))) == 1
+    assert second["per_item"]["pairs"]["headline"] == first["per_item"]["pairs"]["headline"]
 
 
 def test_evaluate_run_of_the_base_model_ranks_at_one_half(tmp_path):
-    """A run that trained nothing (``base``: no adapter/, model/ or tokenizer/) is the starting model; both
-    headline and own columns are computed, the headline at exactly ½ (the model is its own reference)."""
+    """A run that trained nothing (``base``: no adapter/ or model/, as `ulma.trainer.train` leaves it) is
+    the starting model; both headline and own columns are computed, the headline at exactly ½ (the model
+    is its own reference)."""
     run = _hand_made_run(tmp_path, "hh", "base")
     import shutil
 
     shutil.rmtree(run / "adapter")
-    shutil.rmtree(run / "tokenizer")
     result = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
     assert result["preference_accuracy_headline"] == 0.5 and result["preference_headline_margin"] == 0.0
     assert result["preference_ranking"] == "log_likelihood" and result["preference_logp_reduction"] == "mean"
     assert result["judge"] is None and result["per_item"]["generations"]["verdict"] is None
+    assert all(x["judge"] is None for x in result["generations"])
 
 
 def test_evaluate_run_stops_replies_at_eos(tmp_path, lively):

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from ulma import judges
+from ulma.judges import minilm
 from ulma.judges import (
     JudgeDeadlineError,
     JudgeError,
@@ -401,7 +401,7 @@ def test_minilm_judge_learns_a_separable_preference(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_minilm_judge_on_fixtures_is_stored_and_reloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(judges, "_LOADED", {})
+    monkeypatch.setattr(minilm, "_LOADED", {})
     options = {"data_dir": "fixtures", "train_split": "train", "test_split": "test", "max_train_pairs": 12,
                "max_test_pairs": 6, "max_length": 64}
     judge = get_judge("minilm_harmlessness", **options)
@@ -412,8 +412,8 @@ def test_minilm_judge_on_fixtures_is_stored_and_reloaded(tmp_path, monkeypatch):
     assert meta["train_pairs"] == 12 and meta["n"] == 6
     assert judge.info["accuracy"] == meta["accuracy"]
 
-    monkeypatch.setattr(judges, "_LOADED", {})
-    monkeypatch.setattr(judges, "train_harmlessness_judge", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(minilm, "_LOADED", {})
+    monkeypatch.setattr(minilm, "train_harmlessness_judge", lambda *a, **k: pytest.fail("retrained"))
     again = load_harmlessness_judge(**options)
     assert again.info["path"] == str(folder)
     assert again.score(PROMPT, "No.") == pytest.approx(judge.score(PROMPT, "No."), abs=1e-5)

@@ -5,15 +5,20 @@
 * `tokenize_dataset`: adds ``prompt_ids``, ``completion_ids`` (+EOS unless cut), ``z`` (point-wise / SFT)
   or ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (pairwise), keeping the untokenized columns.
 * `PointwiseCollator`, `PairwiseCollator`: right-padded batches with ``labels`` = -100 on prompt and
-  padding, for training and scoring; `left_pad_prompts` for generation.
+  padding, for training and scoring; `left_pad_prompts` for generation. KTO's mismatched pairs are built
+  by `ulma.kl_partners` (the one builder), around a `PointwiseCollator`.
+* `length_grouped_batches` / `LengthGroupedSampler`: batches of similar length (little padding) in a
+  seeded random order; `padded_fraction`: the share of a batch's token slots that are padding.
 """
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
+from torch.utils.data import Sampler
 
 from ulma.data.files import EmptyDatasetError
 
@@ -152,24 +157,19 @@ def _as_float(value: Any) -> float:
 class PointwiseCollator:
     """Rows with ``prompt_ids``, ``completion_ids``, ``z`` -> a right-padded batch.
 
-    Returns ``input_ids``, ``attention_mask``, ``labels`` (B, T) and ``z`` (B,) float32; with ``kl_pairs``
-    also ``kl_input_ids``, ``kl_attention_mask``, ``kl_labels``: prompt i with completion (i+1) mod B, the
-    mismatched pairs of KTO's KL estimate. When the rows have ``reference_logps`` (the cache), passes
-    it on as (B,) float32, NaN where a row's value is None (e.g. ULMA's positives, never computed).
+    Returns ``input_ids``, ``attention_mask``, ``labels`` (B, T) and ``z`` (B,) float32. When the rows
+    have ``reference_logps`` (the cache), passes it on as (B,) float32, NaN where a row's value is None
+    (e.g. ULMA's positives, never computed). KTO's mismatched pairs: `ulma.kl_partners.KLPairsCollator`
+    around this collator (partners fixed per dataset, never a prompt's own reply).
     """
 
     pad_token_id: int
-    kl_pairs: bool = False
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = [r["prompt_ids"] for r in rows]
         completions = [r["completion_ids"] for r in rows]
         batch = _right_pad(prompts, completions, self.pad_token_id)
         batch["z"] = torch.tensor([float(r["z"]) for r in rows], dtype=torch.float32)
-        if self.kl_pairs:
-            shifted = completions[1:] + completions[:1]
-            kl = _right_pad(prompts, shifted, self.pad_token_id)
-            batch.update({f"kl_{k}": v for k, v in kl.items()})
         if any("reference_logps" in r for r in rows):
             batch["reference_logps"] = torch.tensor([_as_float(r.get("reference_logps")) for r in rows], dtype=torch.float32)
         return batch
@@ -208,3 +208,77 @@ def left_pad_prompts(prompt_ids_list: Sequence[Sequence[int]], pad_token_id: int
             input_ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
             attention_mask[i, width - len(p) :] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+# ------------------------------------------------------------------------------------ length grouping
+def row_length(row: dict[str, Any]) -> int:
+    """Token slots a tokenized row takes in its collated batch: prompt + completion (point-wise / SFT), or
+    prompt + the longer of chosen and rejected (pairwise: both are padded to one width)."""
+    if "completion_ids" in row:
+        return len(row["prompt_ids"]) + len(row["completion_ids"])
+    return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int = 0,
+                           group_batches: int = 50) -> list[list[int]]:
+    """Row indices cut into batches of similar length, in a seeded random order; every row exactly once.
+
+    The rows are shuffled (seeded), cut into groups of `group_batches` · `batch_size` rows, each group is
+    sorted by length (longest first) and cut into batches, and the batches are shuffled (seeded): the
+    recipe of transformers' `LengthGroupedSampler` (megabatches), so that the order of batches stays
+    random across training while a batch holds rows of similar length (little padding). Only the last
+    batch may be short. The same seed gives the same batches.
+    """
+    if batch_size < 1 or group_batches < 1:
+        raise ValueError(f"batch_size and group_batches must be positive, got {batch_size}, {group_batches}")
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    group = batch_size * group_batches
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start:start + group], key=lambda i: -lengths[i])
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    # the short batch (at most one: the end of the last group) stays last, so that every batch but one is full
+    full, short = [b for b in batches if len(b) == batch_size], [b for b in batches if len(b) < batch_size]
+    rng.shuffle(full)
+    return full + short
+
+
+def random_batches(n: int, batch_size: int, *, seed: int = 0) -> list[list[int]]:
+    """Row indices in a seeded random order cut into batches: the padding baseline of `length_grouped_batches`."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[k:k + batch_size] for k in range(0, n, batch_size)]
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """`length_grouped_batches` as a DataLoader sampler (indices, batch after batch); pass the same
+    `batch_size` to the DataLoader. A new seed per epoch (`set_epoch`) gives new batches."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, group_batches: int = 50):
+        self.lengths, self.batch_size, self.seed, self.group_batches = list(lengths), batch_size, seed, group_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        batches = length_grouped_batches(self.lengths, self.batch_size, seed=self.seed + self.epoch,
+                                         group_batches=self.group_batches)
+        return iter([i for batch in batches for i in batch])
+
+
+def padded_fraction(batches: Iterable[Sequence[int]]) -> float:
+    """The share of token slots that are padding, over batches given as their rows' lengths (`row_length`):
+    Σ (max length · rows − Σ lengths) / Σ (max length · rows). 0 when nothing is padded (or no slot)."""
+    pads = slots = 0
+    for lengths in batches:
+        if len(lengths):
+            width = max(lengths)
+            slots += width * len(lengths)
+            pads += width * len(lengths) - sum(lengths)
+    return pads / slots if slots else 0.0

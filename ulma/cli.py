@@ -2,7 +2,8 @@
 
 Each subcommand is one `Command` in `COMMANDS`: its name, a help line, a function that declares its
 arguments and one that runs it and returns the exit code. Adding ``evaluate`` or ``reproduce`` is one
-entry each. Heavy imports (torch, transformers) happen inside the run functions, so ``--help`` is quick.
+entry each. The package's modules are imported at the top (one direction of dependencies, checked by
+tests/test_architecture.py); so ``--help`` loads torch and transformers too (a few seconds).
 
 Exit codes: 0 done; 2 bad input (argparse's usage errors, an unknown or unreadable profile, a field
 outside its range (`ulma.config.ConfigError`, from the profile or a ``--set``), an unknown method or
@@ -18,6 +19,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from ulma.config import JUDGE_NAMES, ConfigError, load_profile, profile_from_dict
+from ulma.evaluation import evaluate_run, judge_options
+from ulma.judges import get_judge
+from ulma.losses import METHODS
+from ulma.reproduce import main as reproduce_main
+from ulma.runs import InvalidRunError, resolve_data_dir
+from ulma.trainer import train
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,6 @@ def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_profile(args: argparse.Namespace):
-    from ulma.config import load_profile
-
     return load_profile(args.profile, args.overrides)
 
 
@@ -62,6 +69,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                              "default $ULMA_DATA_DIR, then the profile's")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint in OUTPUT_DIR/checkpoints")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run that OUTPUT_DIR holds when it is another run (another method, "
+                             "dataset or config); without it such a folder is refused")
 
 
 def _check_output_dir(output_dir: str) -> str | None:
@@ -80,25 +90,20 @@ def _check_output_dir(output_dir: str) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ulma.config import ConfigError
-
     try:
         profile = _load_profile(args)  # every field checked against its range (ulma.config)
     except ConfigError as err:
         return _error(err)
-    from ulma.losses import METHODS
-
-    if args.method not in (*METHODS, "rlhf"):
-        return _error(f"unknown method {args.method!r}; known: {', '.join(sorted(METHODS))} or rlhf")
+    if args.method not in METHODS:
+        return _error(f"unknown method {args.method!r}; known: {', '.join(sorted(METHODS))}")
     problem = _check_output_dir(args.output_dir)
     if problem:
         return _error(problem)
-    from ulma.trainer import InvalidRunError, train
-
-    try:  # train() checks the dataset, the view and the data before it loads the model
-        metrics = train(profile, args.method, args.dataset, args.output_dir, data_dir=args.data_dir, resume=args.resume)
+    try:  # train() checks the dataset, the view, the data and the folder's run before it loads the model
+        metrics = train(profile, args.method, args.dataset, args.output_dir, data_dir=args.data_dir, resume=args.resume,
+                        overwrite=args.overwrite)
     except (InvalidRunError, ConfigError) as err:
-        return _error(err)
+        return _error(str(err).replace("overwrite=True", "--overwrite"))  # the library's word, the CLI's name
     summary = {k: v for k, v in metrics.get("train", metrics).items() if not isinstance(v, (list, dict))}
     print(json.dumps({"output_dir": args.output_dir, **summary}, indent=2, sort_keys=True, default=str))
     return 0
@@ -114,8 +119,6 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ulma.config import JUDGE_NAMES, ConfigError, profile_from_dict
-
     config_path = Path(args.run) / "config.json"
     if not config_path.exists():
         return _error(f"{args.run} is not a run folder (no config.json): train one with `python -m ulma train`")
@@ -132,17 +135,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if name not in (None, "", "none"):
         # built here, before evaluate_run loads the model: a judge without its key, model or data fails
         # in a second with one line instead of after the generations
-        from ulma.evaluation import judge_options
-        from ulma.judges import get_judge
-        from ulma.runs import resolve_data_dir
-
         root = resolve_data_dir(args.data_dir, train_data_dir)
         try:
             judge = get_judge(name, **judge_options(name, dataset=dataset, profile=profile, data_dir=root))
         except (ValueError, ImportError, OSError) as err:
             return _error(f"judge {name}: {err}")
-    from ulma.evaluation import evaluate_run
-
     metrics = evaluate_run(args.run, judge=judge, data_dir=args.data_dir)
     summary = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
     print(json.dumps({"run": args.run, **summary}, indent=2, sort_keys=True, default=str))
@@ -160,16 +157,12 @@ def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from ulma.config import ConfigError, load_profile
-
     try:
         load_profile(args.profile)  # a bad profile fails here in one line, not inside the first notebook
     except ConfigError as err:
         return _error(err)
     if args.timeout is not None and args.timeout < 1:
         return _error(f"--timeout = {args.timeout}: must be an integer >= 1 (seconds per cell)")
-    from ulma.reproduce import main as reproduce_main
-
     return reproduce_main(args.profile, args.only, args.force, args.timeout, args.results_dir, args.figures_dir)
 
 

@@ -37,22 +37,26 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from ulma import data as _data
-from ulma.batching import PairwiseCollator, PointwiseCollator, left_pad_prompts, tokenize_prompts
-from ulma.judges import VERDICTS
-from ulma.files import dataset_content_hash
+from ulma.batching import (PairwiseCollator, PointwiseCollator, left_pad_prompts, padded_fraction, row_length,
+                           tokenize_dataset, tokenize_prompts)
+from ulma.config import profile_from_dict
+from ulma.files import atomic_write, dataset_content_hash
+from ulma.judges import VERDICTS, Judge, get_judge
 from ulma.logprobs import model_logps
-from ulma.models import load_model_and_tokenizer, resolve_dtype
-from ulma.reference import ReferenceCache
-from ulma.runs import resolve_data_dir
+from ulma.losses import get_method
+from ulma.models import load_model_and_tokenizer, model_identity
+from ulma.reference import ReferenceCache, cache_path
+from ulma.runs import RunFolder, load_trained, resolve_data_dir
 from ulma.stats import VERDICT_VALUE, length_controlled_win_rate
 
 logger = logging.getLogger(__name__)
 
 GENERATIONS_FILE = "generations.jsonl"
 METRICS_FILE = "metrics.json"
-BASE_METHOD = "base"  # the starting model, evaluated without training
 # the headline rule's tie band (nats per token): two passes of the same weights in other batch
 # compositions differ by ~1e-7 in float32; a real shift of 1e-5 nats/token is far below any effect
 HEADLINE_TIE_TOLERANCE = 1e-5
@@ -60,9 +64,10 @@ HEADLINE_RULE = ("token-mean log-likelihood ratio to the base model, chosen vs r
                  "[mean log pi/pi_ref](chosen) - [mean log pi/pi_ref](rejected) > 0; ties count 1/2")
 # the protocol wants >= 95 % of replies to finish at EOS within the token budget
 MAX_TRUNCATED_FRACTION = 0.05
-# generations kept as text in the eval section (results JSON), so that notebooks can show the same
+# generations kept as text in the eval section (results JSON, key ``generations``, the rows of
+# generations.jsonl that `ulma.notebook.sample_generations` reads), so that notebooks can show the same
 # prompts' replies of every method side by side from results/ alone (the full set: generations.jsonl)
-NUM_SAMPLES = 5
+NUM_SAMPLES = 8
 REFERENCE_CACHE_VERSION = 2  # 2: per-pair sequence sums in row order (1: the method's reduction, batch order)
 
 
@@ -132,9 +137,22 @@ def item_ids(prompts: Sequence[Any]) -> list[str]:
     return out
 
 
-def _order(rows: list[dict], length) -> list[int]:
-    """Row indices sorted by length (batches of similar length: little padding)."""
-    return sorted(range(len(rows)), key=lambda i: length(rows[i]))
+def length_sorted_batches(rows: list[dict], batch_size: int) -> list[list[int]]:
+    """Row indices sorted by `ulma.batching.row_length` and cut into batches: the least padding any
+    batching of these rows can have (evaluation's order does not matter; results go back to row order)."""
+    order = sorted(range(len(rows)), key=lambda i: row_length(rows[i]))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def batch_sequence_lengths(rows: list[dict], batches: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The lengths of the sequences each collated batch holds (for `ulma.batching.padded_fraction`): a
+    point-wise row is one sequence, a pair two (chosen and rejected, padded to one width with the batch)."""
+    def sequences(r):
+        if "completion_ids" in r:
+            return [len(r["prompt_ids"]) + len(r["completion_ids"])]
+        return [len(r["prompt_ids"]) + len(r["chosen_ids"]), len(r["prompt_ids"]) + len(r["rejected_ids"])]
+
+    return [[n for i in batch for n in sequences(rows[i])] for batch in batches]
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -156,10 +174,8 @@ def sequence_nll(model, tokenizer_or_collator, dataset, *, batch_size: int = 8) 
         collator = PointwiseCollator(tokenizer_or_collator.pad_token_id)
     rows = _rows(dataset, ["prompt_ids", "completion_ids"])
     nll, tokens = np.zeros(len(rows)), np.zeros(len(rows), dtype=np.int64)
-    order = _order(rows, lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
     with _inference(model):
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in length_sorted_batches(rows, batch_size):
             out = _logps(model, collator([{**rows[i], "z": 1.0} for i in chunk]), "sum")
             nll[chunk] = -out.logps.double().cpu().numpy()
             tokens[chunk] = out.num_tokens.cpu().numpy()
@@ -179,21 +195,15 @@ def perplexity(model, tokenizer_or_collator, dataset, *, batch_size: int = 8) ->
 
 # ------------------------------------------------------------------------------- preference accuracy
 def ranking_for(method: str) -> tuple[bool, str]:
-    """(ranks by the implicit reward, the released code's logp_reduction) for a method name.
+    """(ranks by the implicit reward, the logp_reduction) of a method, as its registry entry declares them
+    (`ulma.losses.get_method`: ``reference``, ``logp_reduction``).
 
-    Registry methods with a reference (dpo, pointwise_dpo, ulma, kto, ...) rank by β(Δ_w − Δ_l); sft and
-    unlikelihood (no reference) by ℓ(w) − ℓ(l). ``rlhf`` (PPO with a KL penalty to the reference) ranks by
-    the implicit reward of that KL-regularized objective, with sequence sums; ``base`` (no training, it
-    is the reference) by its per-token log-likelihood.
+    Methods trained against a reference (dpo, pointwise_dpo, ulma, kto, ...; ``rlhf``, PPO with a KL
+    penalty to the reference, with sequence sums) rank by β(Δ_w − Δ_l); sft, unlikelihood and ``base``
+    (no training: it is the reference) by the log-likelihood ℓ(w) − ℓ(l) with their reduction.
     """
-    if method == "rlhf":
-        return True, "sum"
-    if method == BASE_METHOD:
-        return False, "mean"
-    from ulma.losses import get_method
-
     spec = get_method(method)
-    return spec.reference != "none", spec.logp_reduction
+    return spec.needs_reference, spec.logp_reduction
 
 
 def _pair_logps(model, rows: list[dict], collator, batch_size: int, reference) -> dict[str, np.ndarray]:
@@ -203,11 +213,8 @@ def _pair_logps(model, rows: list[dict], collator, batch_size: int, reference) -
     policy, tokens = np.zeros((n, 2)), np.zeros((n, 2), dtype=np.int64)
     ref = np.zeros((n, 2)) if reference is not None else None
     ref_model = reference if reference is not None and not isinstance(reference, str) else None
-    longest = lambda r: len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))  # noqa: E731
-    order = _order(rows, longest)
     with _inference(*([model] + ([ref_model] if ref_model is not None else []))):
-        for start in range(0, n, batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in length_sorted_batches(rows, batch_size):
             batch = collator([rows[i] for i in chunk])
             k = len(chunk)
             out = _logps(model, batch, "sum")
@@ -253,8 +260,9 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
 
     Returns ``{"accuracy", "margin_mean", "num_pairs", "ties", "ranking", "logp_reduction", "beta",
     "reference_cache", "outcomes", "headline_accuracy", "headline_margin_mean", "headline_ties",
-    "headline_outcomes", "headline_note", "chosen_nll", "chosen_tokens"}``: ``outcomes`` 1/0.5/0 per pair
-    in row order; ``reference_cache`` ``hit``, ``miss`` or None (no cache or no reference used).
+    "headline_outcomes", "headline_note", "chosen_nll", "chosen_tokens", "batch_lengths"}``: ``outcomes``
+    1/0.5/0 per pair in row order; ``reference_cache`` ``hit``, ``miss`` or None (no cache or no reference
+    used); ``batch_lengths`` the sequence lengths of each batch of the pass (its padding).
     """
     _check_batch_size(batch_size)
     uses_reference, default_reduction = ranking_for(method)
@@ -308,6 +316,7 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
         "headline_accuracy": None, "headline_margin_mean": None, "headline_ties": None, "headline_outcomes": None,
         "headline_note": None if ref is not None or not headline else f"no headline: {note}",
         "chosen_nll": (-policy[:, 0]).tolist(), "chosen_tokens": tokens[:, 0].tolist(),
+        "batch_lengths": batch_sequence_lengths(rows, length_sorted_batches(rows, batch_size)),
     }
     if headline and ref is not None:
         ratio = per_token(policy - ref)
@@ -335,43 +344,21 @@ def _write_reference_cache(path, values: np.ndarray) -> None:
     ReferenceCache(path).save({name: torch.from_numpy(np.ascontiguousarray(values))})  # atomic, with its checksum
 
 
-def content_hash(dataset, columns: list[str]) -> str:
-    """sha256 of the given columns' values, row order included (list columns of ints, or scalars).
-
-    Content, not `datasets`' fingerprint: the latter is random whenever a mapped function (a tokenizer)
-    cannot be hashed, which would make every run miss the cache.
-    """
-    import pyarrow.compute as pc
-
-    table = dataset.select_columns(columns).with_format("arrow")[:]
-    digest = hashlib.sha256(f"rows={table.num_rows}".encode())
-    for name in columns:
-        col = table[name]
-        digest.update(name.encode())
-        if hasattr(col.type, "value_type"):  # list column: values + row lengths
-            digest.update(np.asarray(pc.list_value_length(col).to_numpy(zero_copy_only=False), np.int64).tobytes())
-            digest.update(np.asarray(pc.list_flatten(col).to_numpy(zero_copy_only=False), np.int64).tobytes())
-        else:
-            digest.update(np.asarray(col.to_numpy(zero_copy_only=False), np.float64).tobytes())
-    return digest.hexdigest()
-
-
 def reference_cache_path(tokenized_pairs, *, model_name: str, dtype, reduction: str = "sum",
                          batch_size: int) -> Path:
-    """Where the evaluation's reference log-probs of these pairs live: keyed by the tokenized content,
-    the base model's identity and dtype, the reduction and the batching (padding changes the last bits)."""
-    from ulma.models import cache_dir, model_identity
-
+    """Where the evaluation's reference log-probs of these pairs live (`ulma.reference.cache_path`, prefix
+    ``eval-pairs-``): keyed by the tokenized content (`ulma.files.dataset_content_hash`), the base model's
+    identity and dtype, the reduction and the batching (padding changes the last bits). Every method
+    evaluated on the same pairs against the same base model shares the file."""
     settings = {
-        "version": REFERENCE_CACHE_VERSION,
-        "data": content_hash(tokenized_pairs, ["prompt_ids", "chosen_ids", "rejected_ids"]),
+        "layout": REFERENCE_CACHE_VERSION,
+        "data": dataset_content_hash(tokenized_pairs, ["prompt_ids", "chosen_ids", "rejected_ids"]),
         "model": model_identity(model_name),
         "dtype": str(dtype),
         "reduction": reduction,
         "batch_size": batch_size,
     }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
-    return cache_dir() / "reference" / f"eval-pairs-{key}.safetensors"
+    return cache_path(settings, prefix="eval-pairs-")
 
 
 # ---------------------------------------------------------------------------------------- generation
@@ -404,9 +391,6 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, m
     padded; decoding is greedy (deterministic) and stops at EOS (the tokenizer's or the generation
     config's) or after `max_new_tokens`. Replies are decoded without special tokens and stripped.
     """
-    from transformers import GenerationConfig
-    from tqdm.auto import tqdm
-
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
     if not prompts:
@@ -417,8 +401,12 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, m
     ids = tokenize_prompts([list(p) for p in prompts], tokenizer, max_prompt_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(model, tokenizer)
+    # use_cache: the KV cache, one new token per step after the prompt (a model saved after gradient-
+    # checkpointed training may carry use_cache=False in its config). Every row stops at its own EOS (later
+    # steps write padding there) and the batch stops when every row has stopped, not at the budget.
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
-                              eos_token_id=eos, bos_token_id=getattr(tokenizer, "bos_token_id", None))
+                              eos_token_id=eos, bos_token_id=getattr(tokenizer, "bos_token_id", None),
+                              use_cache=True)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     replies: list[Generation] = [Generation("", 0, False)] * len(ids)
     device = _device(model)
@@ -460,8 +448,6 @@ def judge_options(name: str, *, dataset: str, profile, data_dir: str | None) -> 
 
 
 def _resolve_judge(judge, *, dataset: str, profile, data_dir: str | None):
-    from ulma.judges import Judge, get_judge
-
     if isinstance(judge, Judge):
         return judge
     name = profile.eval.judge if judge is None else judge
@@ -472,19 +458,18 @@ def _resolve_judge(judge, *, dataset: str, profile, data_dir: str | None):
 
 def _load(dataset: str, view: str, split: str, data_dir, options: dict, limit: int | None):
     """A test view, cut to `limit` rows, and how many malformed source rows were skipped."""
-    from ulma import data
-
-    rows = data.load(dataset, view, split, data_dir, **{"on_bad_row": "skip", **options})
-    report = data.last_report()
+    rows = _data.load(dataset, view, split, data_dir, **{"on_bad_row": "skip", **options})
+    report = _data.last_report()
     if limit is not None and len(rows) > limit:
         rows = rows.select(range(limit))
     return rows, (report.num_bad if report is not None else 0)
 
 
 def _reference_for(model, run_config: dict):
-    """The reference of both preference rankings: the base model itself for ``base``, the adapters
-    disabled (LoRA), else the starting weights loaded again."""
-    if run_config["method"] == BASE_METHOD:
+    """The reference of both preference rankings: the model itself for a method that trains nothing (its
+    registry runner "none": ``base`` is the starting model), the adapters disabled (LoRA), else the
+    starting weights loaded again."""
+    if not get_method(run_config["method"]).trains:
         return model
     if hasattr(model, "disable_adapter"):
         return "adapters"
@@ -495,8 +480,6 @@ def _reference_for(model, run_config: dict):
 def _preference_section(model, tokenizer, run_config: dict, ev, root, options: dict, lengths: dict):
     """(the ``preference_*`` keys of the eval section, the test pairs and `preference_accuracy`'s full
     answer); the keys are None with a ``preference_note`` when the dataset has no pairs (then the rest is None)."""
-    from ulma.batching import tokenize_dataset
-
     dataset, train_cfg = run_config["dataset"], run_config["train"]
     out: dict[str, Any] = {"preference_accuracy": None, "preference_margin": None, "preference_pairs": 0,
                            "preference_note": None, "preference_accuracy_headline": None,
@@ -531,45 +514,6 @@ def _preference_section(model, tokenizer, run_config: dict, ev, root, options: d
     return out, pairs, pref
 
 
-def merge_metrics(run_dir: str | os.PathLike, section: str, values: dict[str, Any]) -> None:
-    """Set ``metrics.json[section]`` in `run_dir`, keeping every other key (atomic write)."""
-    path = Path(run_dir) / METRICS_FILE
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    metrics[section] = values
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
-
-
-def load_run(run_dir: str | os.PathLike):
-    """(model in eval mode, tokenizer, run_config) of a run folder: the base model + ``adapter/``, the full
-    ``model/``, or, for a run that trained nothing (``base``), the starting model itself; the tokenizer
-    from ``tokenizer/`` when saved, else the base model's."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} is missing: not a run folder")
-    run_config = json.loads(config_path.read_text())
-    cfg = run_config["train"]
-    if (run_dir / "adapter").is_dir():
-        from peft import PeftModel
-
-        base, tokenizer = load_model_and_tokenizer(cfg["model"], dtype=cfg["dtype"])
-        model = PeftModel.from_pretrained(base, run_dir / "adapter")
-    elif (run_dir / "model").is_dir():
-        model = AutoModelForCausalLM.from_pretrained(run_dir / "model", dtype=resolve_dtype(cfg["dtype"]))
-        tokenizer = None
-    else:
-        model, tokenizer = load_model_and_tokenizer(cfg["model"], dtype=cfg["dtype"])
-    if (run_dir / "tokenizer").is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
-    if tokenizer is None:
-        raise FileNotFoundError(f"{run_dir} has model/ but no tokenizer/")
-    return model.eval(), tokenizer, run_config
-
-
 def _aligned(sft_rows, pairs) -> bool:
     """Whether the SFT view's rows are the pairs' chosen replies, row for row (HH, Golden HH)."""
     if pairs is None or len(sft_rows) != len(pairs):
@@ -586,7 +530,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
                  progress: bool = True) -> dict[str, Any]:
     """Evaluate a trained run folder; write ``generations.jsonl``, merge ``"eval"`` into metrics.json.
 
-    The run is loaded with `load_run`; the profile's `EvalConfig` (config.json) sets the test split,
+    The run is loaded with `ulma.runs.load_trained`; the profile's `EvalConfig` (config.json) sets the test split,
     sizes, token budget and judge. `judge`: None = the profile's (``eval.judge``), a name of
     `ulma.judges.JUDGES`, ``"none"`` for no judge, or a `Judge`. `data_dir`: docs/DESIGN.md's precedence (this
     argument, $ULMA_DATA_DIR, the profile's ``train.data_dir``, the hub).
@@ -607,14 +551,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
       ``headline`` outcomes 1/0.5/0), ``perplexity`` (``nll`` summed per reply, ``tokens``), ``generations``
       (``verdict`` 1/0.5/0, ``score``, ``reference_score``, ``reply_tokens``, ``reply_chars``,
       ``reference_tokens``, ``reference_chars``, ``truncated`` 0/1);
-    - ``samples``: the first `NUM_SAMPLES` generations as text (last user turn, reference, reply, verdict).
+    - ``padded_fraction``: the share of token slots that were padding in the scoring passes (batches
+      sorted by length), ``scoring_passes`` (1 when the pairwise pass served the perplexity too);
+    - ``generations``: the first `NUM_SAMPLES` generations as text, rows of ``generations.jsonl``
+      (``index``, ``id``, ``prompt`` = the last user turn, ``reference`` = the dataset's reply,
+      ``generation``, ``reply_tokens``, ``truncated``, ``judge`` = ``{name, score, reference_score,
+      verdict}`` or None): what `ulma.notebook.sample_generations` shows side by side.
     """
-    from ulma.batching import tokenize_dataset
-    from ulma.config import profile_from_dict
-
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    model, tokenizer, run_config = load_run(run_dir)
+    model, tokenizer, run_config = load_trained(run_dir)
     if torch.cuda.is_available():
         model.to("cuda")
     profile = profile_from_dict(run_config["profile"])
@@ -627,6 +573,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     result: dict[str, Any] = {"dataset": dataset, "method": method, "test_split": ev.test_split, "data_dir": root}
     per_item: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    batch_lengths: list[list[int]] = []  # every scoring batch's sequence lengths: the padded fraction
     t0 = time.perf_counter()
     judged = _resolve_judge(judge, dataset=dataset, profile=profile, data_dir=root)  # fail early (e.g. no key)
     timings["judge_setup_s"] = time.perf_counter() - t0
@@ -636,6 +583,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     section, pairs, pref = _preference_section(model, tokenizer, run_config, ev, root, options, lengths)
     result.update(section)
     if pref is not None:
+        batch_lengths += pref["batch_lengths"]
         per_item["pairs"] = {"ids": item_ids(pairs["prompt"]), "own": pref["outcomes"],
                              "headline": pref["headline_outcomes"]}
     timings["preference_s"] = time.perf_counter() - t0
@@ -645,7 +593,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     sft, skipped = _load(dataset, "sft", ev.test_split, root, options, None)
     scored = sft.select(range(min(len(sft), ev.max_eval_samples))) if ev.max_eval_samples is not None else sft
     result.update(perplexity=None, perplexity_rows=len(scored), perplexity_tokens=0, malformed_rows_skipped=skipped,
-                  perplexity_source=None)
+                  perplexity_source=None, scoring_passes=int(pref is not None))
     if len(scored):
         if pref is not None and _aligned(scored, pairs):
             nll, tokens = np.asarray(pref["chosen_nll"]), np.asarray(pref["chosen_tokens"])
@@ -653,7 +601,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
         else:
             tokenized = tokenize_dataset(scored, tokenizer, "sft", **lengths)
             nll, tokens = sequence_nll(model, tokenizer, tokenized, batch_size=ev.eval_batch_size)
+            rows = _rows(tokenized, ["prompt_ids", "completion_ids"])
+            batch_lengths += batch_sequence_lengths(rows, length_sorted_batches(rows, ev.eval_batch_size))
             result["perplexity_source"] = "sft pass"
+            result["scoring_passes"] += 1
         if tokens.sum() == 0:
             raise ValueError(f"{dataset} {ev.test_split}: the positive test replies have no tokens")
         result["perplexity"] = math.exp(float(nll.sum()) / float(tokens.sum()))
@@ -663,6 +614,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     else:
         result["perplexity_note"] = f"no positive test rows in {dataset} {ev.test_split}"
     timings["perplexity_s"] = time.perf_counter() - t0
+    result["padded_fraction"] = padded_fraction(batch_lengths) if batch_lengths else None
 
     # greedy generations for the first test prompts, judged against the dataset's reply
     t0 = time.perf_counter()
@@ -716,24 +668,27 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     per_item["generations"] = items
     timings["judge_s"] = time.perf_counter() - t0
 
-    with open(run_dir / GENERATIONS_FILE, "w") as f:
-        for k, (row, reply) in enumerate(zip(shown, outputs)):
-            record = {"index": k, "id": items["ids"][k], "source_index": row["source_index"], "prompt": row["prompt"],
-                      "reference": row["completion"], "generation": reply.text, "reply_tokens": reply.num_tokens,
-                      "truncated": reply.truncated, "reference_tokens": reference_tokens[k]}
-            if verdicts is not None:
-                record["judge"] = {"name": judged.name, "score": scores[k], "reference_score": ref_scores[k],
-                                   "verdict": verdicts[k]}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    records = []
+    for k, (row, reply) in enumerate(zip(shown, outputs)):
+        record = {"index": k, "id": items["ids"][k], "source_index": row["source_index"], "prompt": row["prompt"],
+                  "reference": row["completion"], "generation": reply.text, "reply_tokens": reply.num_tokens,
+                  "truncated": reply.truncated, "reference_tokens": reference_tokens[k]}
+        if verdicts is not None:
+            record["judge"] = {"name": judged.name, "score": scores[k], "reference_score": ref_scores[k],
+                               "verdict": verdicts[k]}
+        records.append(record)
+    with atomic_write(run_dir / GENERATIONS_FILE) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     result["generations_file"] = GENERATIONS_FILE
-    result["samples"] = [
-        {"id": items["ids"][k], "prompt": prompts[k][-1]["content"], "reference": references[k],
-         "generation": replies[k], "truncated": bool(truncated[k]),
-         "verdict": verdicts[k] if verdicts is not None else None} for k in range(min(n, NUM_SAMPLES))]
+    # the same rows, the prompt shortened to its last user turn (the whole conversation: generations.jsonl)
+    result["generations"] = [{**{key: r[key] for key in ("index", "id", "reference", "generation", "reply_tokens",
+                                                          "truncated")},
+                              "prompt": r["prompt"][-1]["content"], "judge": r.get("judge")}
+                             for r in records[:NUM_SAMPLES]]
     result["per_item"] = per_item
     timings["total_s"] = time.perf_counter() - start
     result["timings"] = timings
-    merge_metrics(run_dir, "eval", result)
+    RunFolder(run_dir).write_metrics("eval", result)
     return result
 
 

@@ -1,0 +1,234 @@
+#!/usr/bin/env python
+"""Evaluation and padding cost cuts, each measured before/after in one run (one process, one model).
+
+Every cut is timed against the way it was done without it, on the same rows, interleaved in one process
+(so that the machine's load affects both alike):
+
+* ``padding_train``: training batches of the point-wise train view, seeded random batches against
+  `ulma.batching.length_grouped_batches` (same batch size): the padded fraction of token slots and the
+  slots a step pays for (no model: lengths only);
+* ``padding_eval``: the pairwise scoring pass in batches of random order against batches sorted by length
+  (`ulma.evaluation.length_sorted_batches`): padded fraction and time;
+* ``one_pass``: perplexity from its own SFT pass + preference accuracy (before) against the pairwise pass
+  alone, which gives the chosen replies' NLL (after); checks that both give the same NLL;
+* ``reference_cache``: the base model's reference log-probs computed (a miss: the first method) against
+  read from the evaluation cache (a hit: every later method);
+* ``generation``: one prompt at a time against left-padded batches; without and with the KV cache;
+  without and with stopping at EOS (per row; the batch ends when every row has ended).
+
+Examples::
+
+    python benchmarks/bench_eval.py --json results/benchmarks/eval_cpu.json                 # tiny
+    python benchmarks/bench_eval.py --model smollm2 --json results/benchmarks/eval_cpu.json  # adds smollm2
+    python benchmarks/bench_eval.py --model smollm2 --pairs 16 --eval-batch-size 4 --prompts 4 --max-new-tokens 16
+
+On a 2-core machine shared with other work, SmolLM2's scoring pass of 16 pairs at mini's lengths takes
+about a minute on one thread: the smollm2 column needs a free machine (or the small settings above).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ulma import data  # noqa: E402
+from ulma.batching import (PairwiseCollator, left_pad_prompts, length_grouped_batches, padded_fraction,  # noqa: E402
+                           random_batches, row_length, tokenize_dataset, tokenize_prompts)
+from ulma.config import load_profile  # noqa: E402
+from ulma.evaluation import (batch_sequence_lengths, generate, length_sorted_batches, preference_accuracy,  # noqa: E402
+                             sequence_nll)
+from ulma.logprobs import model_logps  # noqa: E402
+from ulma.models import apply_lora_from, load_model_and_tokenizer  # noqa: E402
+
+PROFILE_OF = {"tiny": "tiny", "smollm2": "mini"}  # the profile whose lengths and batch sizes a model runs with
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="bench_eval.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny", help="tiny | smollm2 | tiny,smollm2 (default tiny)")
+    p.add_argument("--data-dir", default="bundled", help="data root (default: the repository's data/, real HH)")
+    p.add_argument("--pairs", type=int, default=None, help="test pairs scored (default 64 tiny, 16 smollm2)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts generated for (default 16 tiny, 8 smollm2)")
+    p.add_argument("--train-rows", type=int, default=2048, help="train rows for the padding of training batches")
+    p.add_argument("--eval-batch-size", type=int, default=None, help="scoring batch size (default: the profile's)")
+    p.add_argument("--generation-batch-size", type=int, default=None, help="default: the profile's")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the profile's)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    p.add_argument("--json", type=Path, default=None, help="write (or update, per model) the results here")
+    return p.parse_args(argv)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def score(model, rows, batches, pad_id):
+    """The pairwise policy pass over the given batches (sequence sums), as evaluation runs it."""
+    collator = PairwiseCollator(pad_id)
+    with torch.no_grad():
+        for batch_ids in batches:
+            batch = collator([rows[i] for i in batch_ids])
+            model_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], reduction="sum")
+
+
+def raw_generate(model, tokenizer, prompt_ids, *, batch_size, max_new_tokens, use_cache, eos):
+    """Greedy decoding without one of the cuts (the baseline): (seconds, decoding steps summed over batches)."""
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    steps, start = 0, time.perf_counter()
+    with torch.no_grad():
+        for k in range(0, len(order), batch_size):
+            batch = left_pad_prompts([prompt_ids[i] for i in order[k:k + batch_size]], tokenizer.pad_token_id)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 use_cache=use_cache, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+            steps += out.shape[1] - batch["input_ids"].shape[1]
+    return time.perf_counter() - start, steps
+
+
+def ratio(before: float, after: float) -> float | None:
+    return round(before / after, 3) if after else None
+
+
+def bench_model(name: str, args) -> dict:
+    profile = load_profile(PROFILE_OF[name])
+    tc, ev = profile.train, profile.eval
+    n_pairs = args.pairs or (64 if name == "tiny" else 16)
+    n_prompts = args.prompts or (16 if name == "tiny" else 8)
+    lengths = {"max_prompt_length": tc.max_prompt_length, "max_completion_length": tc.max_completion_length}
+    t0 = time.perf_counter()
+    base, tokenizer = load_model_and_tokenizer(tc.model, dtype=tc.dtype)
+    policy = apply_lora_from(base, tc).eval()  # a fresh run's policy (eval mode: no dropout)
+    load_s = time.perf_counter() - t0
+    out: dict = {"model": tc.model, "profile": profile.name, "load_s": round(load_s, 2)}
+
+    # (a) padding of training batches: lengths only
+    train = data.load("hh", "pointwise", tc.train_split, args.data_dir, on_bad_row="skip")
+    train = train.select(range(min(args.train_rows, len(train))))
+    train_rows = tokenize_dataset(train, tokenizer, "pointwise", **lengths).select_columns(
+        ["prompt_ids", "completion_ids"]).to_list()
+    lens = [row_length(r) for r in train_rows]
+    bs = tc.per_device_train_batch_size
+    as_lengths = lambda batches: [[lens[i] for i in b] for b in batches]  # noqa: E731
+    rand, grouped = random_batches(len(lens), bs, seed=0), length_grouped_batches(lens, bs, seed=0)
+    slots = lambda batches: sum(max(b) * len(b) for b in as_lengths(batches))  # noqa: E731
+    out["padding_train"] = {
+        "rows": len(lens), "batch_size": bs,
+        "padded_fraction_random": round(padded_fraction(as_lengths(rand)), 4),
+        "padded_fraction_grouped": round(padded_fraction(as_lengths(grouped)), 4),
+        "token_slots_random": slots(rand), "token_slots_grouped": slots(grouped),
+        "slots_ratio_random_over_grouped": ratio(slots(rand), slots(grouped)),
+    }
+
+    # the test pairs
+    pairs = data.load("hh", "pairwise", ev.test_split, args.data_dir, on_bad_row="skip")
+    pairs = pairs.select(range(min(n_pairs, len(pairs))))
+    tokenized = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths)
+    rows = tokenized.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_list()
+    ebs, pad = args.eval_batch_size or ev.eval_batch_size, tokenizer.pad_token_id
+
+    # (a) padding of the evaluation pass: random order against sorted by length
+    rand_e, sorted_e = random_batches(len(rows), ebs, seed=0), length_sorted_batches(rows, ebs)
+    score(policy, rows, sorted_e[:1], pad)  # warm-up
+    _, t_rand = timed(lambda: score(policy, rows, rand_e, pad))
+    _, t_sorted = timed(lambda: score(policy, rows, sorted_e, pad))
+    out["padding_eval"] = {
+        "pairs": len(rows), "batch_size": ebs,
+        "padded_fraction_random": round(padded_fraction(batch_sequence_lengths(rows, rand_e)), 4),
+        "padded_fraction_sorted": round(padded_fraction(batch_sequence_lengths(rows, sorted_e)), 4),
+        "policy_pass_random_s": round(t_rand, 3), "policy_pass_sorted_s": round(t_sorted, 3),
+        "speedup": ratio(t_rand, t_sorted),
+    }
+
+    # (b) one policy pass for perplexity and preference accuracy; the reference cache
+    cache = Path(tempfile.mkdtemp(prefix="bench_eval_")) / "eval-pairs.safetensors"
+    miss, t_miss = timed(lambda: preference_accuracy(policy, tokenized, method="dpo", reference="adapters",
+                                                     batch_size=ebs, pad_token_id=pad, reference_cache=cache))
+    hit, t_hit = timed(lambda: preference_accuracy(policy, tokenized, method="ulma", reference=None,
+                                                   batch_size=ebs, pad_token_id=pad, reference_cache=cache))
+    assert (miss["reference_cache"], hit["reference_cache"]) == ("miss", "hit")
+    sft = tokenize_dataset(pairs.rename_column("chosen", "completion").remove_columns("rejected"), tokenizer,
+                           "sft", **lengths)
+    (nll, _), t_sft = timed(lambda: sequence_nll(policy, tokenizer, sft, batch_size=ebs))
+    same = float(np.max(np.abs(np.asarray(hit["chosen_nll"]) - nll)))
+    out["one_pass"] = {
+        "preference_pass_s": round(t_hit, 3), "separate_perplexity_pass_s": round(t_sft, 3),
+        "before_s": round(t_hit + t_sft, 3), "after_s": round(t_hit, 3), "speedup": ratio(t_hit + t_sft, t_hit),
+        "chosen_nll_max_abs_difference": same, "same_nll": same < 1e-3,
+    }
+    out["reference_cache"] = {"miss_s": round(t_miss, 3), "hit_s": round(t_hit, 3), "speedup": ratio(t_miss, t_hit)}
+
+    # (b) generation
+    sft_test = data.load("hh", "sft", ev.test_split, args.data_dir, on_bad_row="skip")
+    prompts = sft_test["prompt"][:n_prompts]
+    ids = tokenize_prompts([list(p) for p in prompts], tokenizer, tc.max_prompt_length)
+    gbs, budget = args.generation_batch_size or ev.generation_batch_size, args.max_new_tokens or ev.max_new_tokens
+    eos = [tokenizer.eos_token_id] + [i for i in np.atleast_1d(policy.generation_config.eos_token_id or []).tolist()
+                                      if i != tokenizer.eos_token_id]
+    generate(policy, tokenizer, prompts[:1], max_new_tokens=2, progress=False)  # warm-up
+    replies, t_after = timed(lambda: generate(policy, tokenizer, prompts, max_new_tokens=budget, batch_size=gbs,
+                                              max_prompt_length=tc.max_prompt_length, progress=False, details=True))
+    t_one, _ = raw_generate(policy, tokenizer, ids, batch_size=1, max_new_tokens=budget, use_cache=True, eos=eos)
+    t_nocache, _ = raw_generate(policy, tokenizer, ids, batch_size=gbs, max_new_tokens=budget, use_cache=False, eos=eos)
+    t_noeos, steps_noeos = raw_generate(policy, tokenizer, ids, batch_size=gbs, max_new_tokens=budget, use_cache=True,
+                                        eos=[])
+    t_eos, steps_eos = raw_generate(policy, tokenizer, ids, batch_size=gbs, max_new_tokens=budget, use_cache=True,
+                                    eos=eos)
+    out["generation"] = {
+        "prompts": len(ids), "batch_size": gbs, "max_new_tokens": budget,
+        "mean_reply_tokens": round(sum(g.num_tokens for g in replies) / len(replies), 2),
+        "truncated_fraction": round(sum(g.truncated for g in replies) / len(replies), 3),
+        "prompt_padded_fraction": round(padded_fraction(
+            [[len(ids[i]) for i in b] for b in [sorted(range(len(ids)), key=lambda i: len(ids[i]))[k:k + gbs]
+                                                 for k in range(0, len(ids), gbs)]]), 4),
+        "ulma_generate_s": round(t_after, 3),
+        "one_prompt_at_a_time_s": round(t_one, 3), "batched_speedup": ratio(t_one, t_after),
+        "no_kv_cache_s": round(t_nocache, 3), "kv_cache_speedup": ratio(t_nocache, t_after),
+        "no_eos_stop_s": round(t_noeos, 3), "eos_stop_s": round(t_eos, 3), "eos_stop_speedup": ratio(t_noeos, t_eos),
+        "decode_steps_no_eos_stop": steps_noeos, "decode_steps_eos_stop": steps_eos,
+    }
+    return out
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    existing = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+    models = dict(existing.get("models", {}))
+    for name in [m for m in args.model.split(",") if m]:
+        if name not in PROFILE_OF:
+            raise SystemExit(f"bench_eval.py: --model {name}: must be one of {', '.join(PROFILE_OF)}")
+        start = time.perf_counter()
+        print(f"[eval] {name} (load {os.getloadavg()})", flush=True)
+        models[name] = bench_model(name, args)
+        models[name]["bench_s"] = round(time.perf_counter() - start, 1)
+        models[name]["command"] = " ".join(["python", "benchmarks/bench_eval.py"] + (argv or sys.argv[1:]))
+        models[name]["when"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        models[name]["load_average"] = list(os.getloadavg())
+    out = {"benchmark": "benchmarks/bench_eval.py", "threads": args.threads,
+           "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
+           "models": models}
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
