@@ -39,7 +39,7 @@ IDENTITY = ("method", "dataset", "data_dir", "train", "rlhf", "reward")
 # settings that may change between a run and its continuation: how long it trains (a resumed run may be
 # extended) and how often it logs and saves; they do not make the weights of the steps taken so far differ
 CONTINUABLE = ("train.max_steps", "train.num_train_epochs", "train.save_steps", "train.logging_steps",
-               "rlhf.ppo_steps")
+               "rlhf.ppo_steps", "train.report_to")
 # every entry a run writes: what `overwrite` removes (never anything else in the folder)
 ENTRIES = ("config.json", "metrics.json", "adapter", "model", "tokenizer", "value_head.pt", "checkpoints")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from ulma import data, rlhf
@@ -24,9 +25,9 @@ from ulma.batching import PairwiseCollator, PointwiseCollator, tokenize_dataset
 from ulma.config import Profile, TrainConfig, load_profile, train_config_for
 from ulma.files import dataset_content_hash
 from ulma.kl_partners import KLPairsCollator, add_kl_partners
-from ulma.loss_trainer import ULMATrainer
+from ulma.loss_trainer import METHOD_FIELDS, ULMAConfig, ULMATrainer
 from ulma.losses import Method, get_method
-from ulma.models import apply_lora_from, load_model_and_tokenizer, model_identity
+from ulma.models import load_model_and_tokenizer, model_identity
 from ulma.reference import REFERENCE_MODES, weights_fingerprint
 from ulma.runs import (InvalidRunError, RunFolder, load_trained, objective_trace, peak_memory_mb, resolve_data_dir,
                        resumed_train_loss)
@@ -34,14 +35,20 @@ from ulma.runs import (InvalidRunError, RunFolder, load_trained, objective_trace
 logger = logging.getLogger(__name__)
 
 # names that lived here before the step, reference, run-folder and file modules existed (imported by users)
-__all__ = ["ULMATrainer", "build_trainer", "train", "training_arguments", "load_training_data", "load_trained",
+__all__ = ["ULMATrainer", "ULMAConfig", "build_trainer", "train", "training_arguments", "load_training_data", "load_trained",
            "InvalidRunError", "resolve_data_dir", "peak_memory_mb", "dataset_content_hash", "add_kl_partners",
            "KLPairsCollator", "weights_fingerprint", "REFERENCE_MODES", "RUNNERS"]
 
 
 # ----------------------------------------------------------------------------------------- the factory
-def training_arguments(cfg: TrainConfig, output_dir: str | os.PathLike, **overrides) -> TrainingArguments:
-    """TrainingArguments from a TrainConfig: checkpoints under output_dir/checkpoints, no reporting."""
+def training_arguments(cfg: TrainConfig, output_dir: str | os.PathLike, *, method: str = "ulma",
+                       base: TrainingArguments | None = None, **overrides) -> ULMAConfig:
+    """The ULMAConfig of a profile's run: TrainConfig's optimisation fields as TrainingArguments (checkpoints
+    under output_dir/checkpoints), its method fields as they are. `base`: TrainingArguments to take the
+    optimisation settings from instead (benchmarks/bench_trl.py)."""
+    method_fields = {name: getattr(cfg, name) for name in METHOD_FIELDS}
+    if base is not None:
+        return ULMAConfig.from_arguments(base, method=method, **method_fields)
     cuda = torch.cuda.is_available()
     values = dict(
         output_dir=str(Path(output_dir) / "checkpoints"),
@@ -60,7 +67,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str | os.PathLike, **overri
         save_total_limit=2,  # resume needs only the last complete one; the other survives a save cut short
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to="none",
+        report_to=cfg.report_to,
         remove_unused_columns=False,  # the collators read prompt_ids/completion_ids/z/reference_logps
         use_cpu=not cuda,
         bf16=cuda and cfg.dtype == "bfloat16",
@@ -69,7 +76,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str | os.PathLike, **overri
         dataloader_num_workers=0,
     )
     values.update(overrides)
-    return TrainingArguments(**values)
+    return ULMAConfig(method=method, **method_fields, **values)
 
 
 def load_training_data(method: str, dataset: str, cfg: TrainConfig, data_dir: str | None):
@@ -93,19 +100,25 @@ def load_training_data(method: str, dataset: str, cfg: TrainConfig, data_dir: st
     return spec, rows
 
 
+def lora_config(cfg: TrainConfig) -> LoraConfig:
+    """The peft LoraConfig of a TrainConfig's LoRA fields (the paper: r 8, alpha 32, dropout 0.1 on q_proj, v_proj)."""
+    return LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules))
+
+
 def build_trainer(method: str, cfg: TrainConfig, tokenized, output_dir: str | os.PathLike, *, model, pad_token_id: int,
                   model_id: str | None = None, callbacks: list[TrainerCallback] | None = None,
-                  args: TrainingArguments | None = None) -> ULMATrainer:
-    """The one way a ULMATrainer is built (train() and benchmarks/bench_trl.py): fresh LoRA adapters on
-    `model` when `cfg.lora_r` > 0, the collator of the method's data kind, TrainingArguments from `cfg`
-    (or `args`), on rows tokenized by `ulma.batching.tokenize_dataset` (or rows of the same columns)."""
+                  args: TrainingArguments | None = None, tokenizer=None, dataset_name: str | None = None) -> ULMATrainer:
+    """The one way a profile's ULMATrainer is built (train() and benchmarks/bench_trl.py), through the
+    public API: `ULMAConfig` from `cfg` (`training_arguments`; `args` supplies the optimisation settings
+    instead), a peft LoraConfig from the TrainConfig's LoRA fields when `cfg.lora_r` > 0, the collator
+    of the method's data kind, on rows tokenized by `ulma.batching.tokenize_dataset`."""
     spec = get_method(method)
-    if cfg.lora_r > 0:
-        model = apply_lora_from(model, cfg)
+    config = training_arguments(cfg, output_dir, method=method, base=args)
     collator = (PairwiseCollator if spec.data_kind == "pairwise" else PointwiseCollator)(pad_token_id)
-    args = args if args is not None else training_arguments(cfg, output_dir)
-    return ULMATrainer(model, args, method=method, config=cfg, train_dataset=tokenized, data_collator=collator,
-                       model_id=model_id, callbacks=callbacks)
+    return ULMATrainer(model, config, train_dataset=tokenized, processing_class=tokenizer,
+                       peft_config=lora_config(cfg) if cfg.lora_r > 0 else None, data_collator=collator,
+                       callbacks=callbacks, model_id=model_id, dataset_name=dataset_name)
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -151,7 +164,8 @@ def _train_offline(profile: Profile, method: str, dataset: str, output_dir, *, d
     tokenized = tokenize_dataset(rows, tokenizer, spec.data_kind, max_prompt_length=cfg.max_prompt_length,
                                  max_completion_length=cfg.max_completion_length)
     trainer = build_trainer(method, cfg, tokenized, folder.path, model=model, pad_token_id=tokenizer.pad_token_id,
-                            model_id=model_identity(cfg.model), callbacks=callbacks)
+                            model_id=model_identity(cfg.model), callbacks=callbacks, tokenizer=tokenizer,
+                            dataset_name=dataset)
     checkpoint = folder.last_complete_checkpoint() if resume else None
     if resume and checkpoint is None:
         logger.warning("resume: no complete checkpoint under %s, training from the start", folder.checkpoints)
