@@ -222,3 +222,44 @@ def test_two_processes_match_one(tmp_path):
     b = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- single_gpu on tiny
+def test_single_gpu_profile_path_on_tiny_in_bfloat16(tmp_path, capsys):
+    """The single_gpu profile's settings (bf16 weights and autocast, LoRA, its lengths, batch and
+    accumulation, the cached reference, its evaluation) with the model and data a CPU allows: tiny, fixtures."""
+    from ulma.cli import main
+    from ulma.evaluation import evaluate_run
+
+    overrides = ["model=tiny", "data_dir=fixtures", "train_split=train", "max_train_examples=4", "max_steps=2",
+                 "save_steps=1000", "logging_steps=1", "eval.test_split=test", "eval.max_eval_samples=4",
+                 "eval.num_generations=2", "eval.max_new_tokens=8", "eval.judge=none"]
+    profile = load_profile("single_gpu", overrides)
+    assert profile.train.dtype == "bfloat16" and profile.train.gradient_accumulation_steps == 8
+    command = ["train", "--profile", "single_gpu", "--method", "ulma", "--dataset", "hh", "--output-dir",
+               str(tmp_path / "run")] + [x for o in overrides for x in ("--set", o)]
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert "ESTIMATE (assumed throughput, not measured)" in err and "memory" in err  # printed before the model loads
+    model, _, config = load_trained(tmp_path / "run")
+    assert next(model.parameters()).dtype == torch.bfloat16 and config["train"]["dtype"] == "bfloat16"
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]
+    assert saved["global_step"] == 2 and all(math.isfinite(v) for v in losses(saved))
+    metrics = evaluate_run(tmp_path / "run", judge="none")  # perplexity, preference accuracy, bf16 generation
+    assert math.isfinite(metrics["perplexity"]) and metrics["num_generations"] == 2, sorted(metrics)
+    replies = [json.loads(line) for line in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    assert len(replies) == 2
+
+
+def test_estimate_counts_tokens_from_the_data():
+    from ulma.config import TrainConfig
+    from ulma.losses import get_method
+    from ulma.trainer import ASSUMED_FLOPS, estimate_run
+
+    rows = {"prompt": [[{"role": "user", "content": "x" * 40}]] * 2, "completion": ["y" * 400, "z" * 8]}
+    cfg = TrainConfig(max_prompt_length=512, max_completion_length=50, num_train_epochs=2, reference="cached")
+    e = estimate_run(cfg, get_method("pointwise_dpo"), rows, parameters=1_000_000, device="cpu")
+    # 4 chars per token: prompts 10 + 10, replies min(100, 50) + 2 = 72 tokens a pass; 2 epochs; 1 cached pass
+    assert (e["trained_tokens"], e["reference_tokens"]) == (144, 72)
+    assert e["seconds"] == pytest.approx((4 * 144 + 2 * 72) * 1e6 / ASSUMED_FLOPS["cpu"])
+    assert estimate_run(cfg, get_method("sft"), rows, parameters=None)["reference_tokens"] == 0

@@ -54,7 +54,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     _add_profile_arguments(parser)
     parser.add_argument("--method", required=True,
                         help="a method of ulma.losses.METHODS (sft, dpo, pointwise_dpo, ulma, ...) or rlhf")
-    parser.add_argument("--dataset", required=True, help="hh | golden_hh | red_team | qa_feedback")
+    parser.add_argument("--dataset", required=True,
+                        help="hh | golden_hh | red_team | qa_feedback, or your own data: a JSON/JSONL/Parquet file, a "
+                             "folder or a hub id in TRL's preference (prompt/chosen/rejected) or unpaired "
+                             "(prompt/completion/label) format, plain or conversational")
     parser.add_argument("--output-dir", required=True,
                         help="run folder: config.json, adapter/, metrics.json, checkpoints/")
     parser.add_argument("--data-dir", default=None,
@@ -96,7 +99,8 @@ def _train(args: argparse.Namespace) -> int:
     from ulma.trainer import InvalidRunError, train
 
     try:  # train() checks the dataset, the view and the data before it loads the model
-        metrics = train(profile, args.method, args.dataset, args.output_dir, data_dir=args.data_dir, resume=args.resume)
+        metrics = train(profile, args.method, args.dataset, args.output_dir, data_dir=args.data_dir, resume=args.resume,
+                        show_estimate=True)  # tokens, time and memory, printed before the model loads
     except (InvalidRunError, ConfigError) as err:
         return _error(err)
     summary = {k: v for k, v in metrics.get("train", metrics).items() if not isinstance(v, (list, dict))}
