@@ -69,14 +69,14 @@ def test_pointwise_dpo_worked_numbers():
     neg = (-logsig(-U[1]) - logsig(-U[2])) / 2
     assert out.loss.item() == pytest.approx(pos + neg, rel=1e-6)
     m = out.metrics
-    assert m["loss/positive"].item() == pytest.approx(pos, rel=1e-6)
-    assert m["loss/negative"].item() == pytest.approx(neg, rel=1e-6)
-    assert m["rewards/positive"].item() == pytest.approx(0.25)
-    assert m["rewards/negative"].item() == pytest.approx((-0.25 - 0.5) / 2)
-    assert m["logps/positive"].item() == pytest.approx(-1.0)
-    assert m["logps/negative"].item() == pytest.approx(-2.5)
+    assert m["loss/chosen"].item() == pytest.approx(pos, rel=1e-6)
+    assert m["loss/rejected"].item() == pytest.approx(neg, rel=1e-6)
+    assert m["rewards/chosen"].item() == pytest.approx(0.25)
+    assert m["rewards/rejected"].item() == pytest.approx((-0.25 - 0.5) / 2)
+    assert m["logps/chosen"].item() == pytest.approx(-1.0)
+    assert m["logps/rejected"].item() == pytest.approx(-2.5)
     assert m["label/mean"].item() == pytest.approx(1 / 3)
-    assert (m["count/positive"].item(), m["count/negative"].item()) == (1.0, 2.0)
+    assert (m["count/chosen"].item(), m["count/rejected"].item()) == (1.0, 2.0)
     sample = pointwise_dpo_loss(t(*POLICY), t(*REFERENCE), t(*LABELS), beta=BETA, aggregation="sample_mean")
     assert sample.loss.item() == pytest.approx((-logsig(U[0]) - logsig(-U[1]) - logsig(-U[2])) / 3, rel=1e-6)
 
@@ -90,7 +90,7 @@ def test_ulma_worked_numbers_and_nan_reference_on_positives():
     assert torch.isfinite(x.grad).all()
     assert x.grad[0].item() == -1.0  # exactly the SFT weight
     assert x.grad[1].item() == pytest.approx(BETA * sig(U[1]) / 2, rel=1e-6)
-    assert "rewards/positive" not in out.metrics  # no reference read on positives
+    assert "rewards/chosen" not in out.metrics  # no reference read on positives
     assert all(torch.isfinite(v) for v in out.metrics.values())
 
 
@@ -119,7 +119,7 @@ def test_sft_positive_and_negative_dpo_worked_numbers():
     assert positive_dpo_loss(pol, t(-1.5, NAN, NAN), z, beta=BETA).loss.item() == pytest.approx(-logsig(U[0]), rel=1e-6)
     neg = negative_dpo_loss(pol, t(NAN, -1.5, -2.0), z, beta=BETA)
     assert neg.loss.item() == pytest.approx((-logsig(-U[1]) - logsig(-U[2])) / 2, rel=1e-6)
-    assert "loss/positive" not in neg.metrics
+    assert "loss/chosen" not in neg.metrics
     # sample_mean divides by B even for the samples a method does not use
     assert positive_dpo_loss(pol, ref, z, beta=BETA, aggregation="sample_mean").loss.item() == \
         pytest.approx(-logsig(U[0]) / 3, rel=1e-6)
@@ -184,9 +184,9 @@ def test_positive_threshold():
     out = pointwise_dpo_loss(pol, ref, z, beta=BETA, positive_threshold=0.75)
     expected = -logsig(U[0]) + ((0.5 - U[1]) ** 2 + U[2] ** 2) / 2
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
-    assert out.metrics["count/positive"].item() == 1.0
+    assert out.metrics["count/chosen"].item() == 1.0
     # default threshold 1: the 0.8 sample is not a positive
-    assert pointwise_dpo_loss(pol, ref, z, beta=BETA).metrics["count/positive"].item() == 0.0
+    assert pointwise_dpo_loss(pol, ref, z, beta=BETA).metrics["count/chosen"].item() == 0.0
 
 
 def test_c_shifts_the_implicit_reward():
@@ -195,7 +195,7 @@ def test_c_shifts_the_implicit_reward():
     out = pointwise_dpo_loss(pol, ref, z, beta=BETA, c=c)
     expected = -logsig(U[0] + c) + (-logsig(-(U[1] + c)) - logsig(-(U[2] + c))) / 2
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
-    assert out.metrics["rewards/positive"].item() == pytest.approx(U[0] + c)
+    assert out.metrics["rewards/chosen"].item() == pytest.approx(U[0] + c)
     # the same as moving ℓ_θ by c/β with c = 0
     moved = pointwise_dpo_loss(pol + c / BETA, ref, z, beta=BETA)
     assert moved.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
@@ -217,12 +217,12 @@ def test_class_mean_with_an_empty_class():
     pol, ref = t(*POLICY), t(*REFERENCE)
     only_neg = pointwise_dpo_loss(pol, ref, t(0.0, 0.0, 0.0), beta=BETA)
     assert only_neg.loss.item() == pytest.approx(-sum(logsig(-u) for u in U) / 3, rel=1e-6)
-    assert only_neg.metrics["loss/positive"].item() == 0.0  # empty class: 0, and its count says so
-    assert only_neg.metrics["logps/positive"].item() == 0.0
-    assert only_neg.metrics["count/positive"].item() == 0.0
+    assert only_neg.metrics["loss/chosen"].item() == 0.0  # empty class: 0, and its count says so
+    assert only_neg.metrics["logps/chosen"].item() == 0.0
+    assert only_neg.metrics["count/chosen"].item() == 0.0
     only_pos = pointwise_dpo_loss(pol, ref, t(1.0, 1.0, 1.0), beta=BETA)
     assert only_pos.loss.item() == pytest.approx(-sum(logsig(u) for u in U) / 3, rel=1e-6)
-    assert only_pos.metrics["count/negative"].item() == 0.0
+    assert only_pos.metrics["count/rejected"].item() == 0.0
     # a method whose only class is absent: loss 0 with a zero, finite gradient
     g, out = grad_of(positive_dpo_loss, pol, ref, t(0.0, 0.0, 0.0))
     assert out.loss.item() == 0.0 and torch.equal(g, torch.zeros(3))

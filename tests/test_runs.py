@@ -74,7 +74,7 @@ def test_an_interrupted_checkpoint_save_is_skipped_and_train_loss_covers_every_s
     resumed = _train(tmp_path / "cut", resume=True, **settings)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["global_step"] == 4
     # transformers alone would average steps 3-4 only; the run's train_loss is the mean of steps 1-4
-    steps = [e["loss"] for e in full["log_history"] if "loss" in e and "train_runtime" not in e]
+    steps = [e["loss"] for e in full["log_history"] if "loss" in e and "train_runtime" not in e and e["step"] > 0]
     assert full["train_loss"] == pytest.approx(sum(steps) / 4, rel=1e-5)
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-5)
 
@@ -141,10 +141,10 @@ def test_every_run_records_its_objective_at_the_start_and_the_end(tmp_path):
     metrics = _train(tmp_path / "run", max_steps=3, logging_steps=1, learning_rate=1e-2)
     steps = [e for e in metrics["log_history"] if "loss" in e and "train_runtime" not in e]
     objective = metrics["objective"]
-    assert objective["start"]["step"] == 1 and objective["end"]["step"] == 3
+    assert objective["start"]["step"] == 0 and objective["end"]["step"] == 3  # step 0: before any update
     assert objective["start"]["loss"] == steps[0]["loss"] and objective["end"]["loss"] == steps[-1]["loss"]
     # ULMA: implicit rewards of its negatives only (its positives are SFT: no reference)
-    assert {"loss", "rewards/negative"} <= set(objective["end"]) and "learning_rate" not in objective["end"]
+    assert {"loss", "rewards/rejected"} <= set(objective["end"]) and "learning_rate" not in objective["end"]
     ppo = [{"step": 1, "reward": 0.1, "kl": 0.0, "policy_loss": 3.0}, {"step": 2, "reward": 0.4, "kl": 0.2}]
     assert objective_trace(ppo) == {"start": {"step": 1, "reward": 0.1, "kl": 0.0},
                                     "end": {"step": 2, "reward": 0.4, "kl": 0.2}}

@@ -38,14 +38,15 @@ def run(out: Path, method: str, dataset: str = "hh", **overrides) -> dict:
 
 
 def losses(metrics: dict) -> list[float]:
-    return [e["loss"] for e in metrics["log_history"] if "loss" in e and "train_runtime" not in e]
+    """The logged loss of every optimizer step (the step-0 entry, before any update, left out)."""
+    return [e["loss"] for e in metrics["log_history"] if "loss" in e and "train_runtime" not in e and e["step"] > 0]
 
 
 # One fixed batch repeated (2 HH pairs: 4 point-wise rows, 2 positives and 2 negatives, or 2 pairs) and a
 # high learning rate: every loss must fall. Trained once per method for the whole module.
 FIXED_BATCH = {"max_train_examples": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
                "max_steps": 4, "lora_dropout": 0.0}
-POINTWISE_METRICS = ("loss", "logps/positive", "logps/negative", "label/mean")
+POINTWISE_METRICS = ("loss", "logps/chosen", "logps/rejected", "label/mean")
 PAIRWISE_METRICS = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
 
 
@@ -73,14 +74,26 @@ def test_every_method_trains_and_its_loss_falls(fixed_batch_runs, method):
     assert (out / "adapter" / "adapter_config.json").exists() and (out / "tokenizer").is_dir()
     assert json.loads((out / "config.json").read_text())["method"] == method
     saved = json.loads((out / "metrics.json").read_text())["train"]
-    first = saved["log_history"][0]
+    start, first = saved["log_history"][:2]
     kind = METHODS[method].data_kind
-    names = {"pairwise": PAIRWISE_METRICS, "pointwise": POINTWISE_METRICS, "sft": ("loss", "logps/positive")}[kind]
+    names = {"pairwise": PAIRWISE_METRICS, "pointwise": POINTWISE_METRICS, "sft": ("loss", "logps/chosen")}[kind]
     for name in (*names, "num_tokens", "tokens_per_s", "peak_memory_mb", "learning_rate", "grad_norm"):
         assert name in first, name
-    if METHODS[method].reference != "none" and kind == "pointwise":
-        assert any(k.startswith("rewards/") for k in first), first
-    assert saved["log_history"][1]["num_tokens"] > first["num_tokens"]  # cumulative
+    # step 0: the first batch before any update; one micro-batch per step, so step 1 logs the same loss
+    assert start["step"] == 0 and first["step"] == 1 and all(name in start for name in names)
+    assert start["loss"] == pytest.approx(first["loss"], rel=1e-5)
+    if METHODS[method].reference != "none":
+        # fresh LoRA adapters (B = 0): the policy is the reference, every log-ratio and reward is 0 at the start
+        assert start["log_ratio"] == pytest.approx(0.0, abs=1e-5) and abs(saved["log_history"][-2]["log_ratio"]) > 1e-3
+        rows = METHODS[method].reference
+        if rows == "all":  # both classes' rewards, and their margin as TRL's KTO logs it
+            assert start["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+            assert first["rewards/margins"] == pytest.approx(first["rewards/chosen"] - first["rewards/rejected"])
+        else:  # ULMA: π_ref is computed on the negatives only, so there is no reward of the positives
+            assert (f"rewards/{'rejected' if rows == 'negatives' else 'chosen'}" in first) and "rewards/margins" not in first
+    else:
+        assert "log_ratio" not in first and not any(k.startswith("rewards/") for k in first)
+    assert saved["log_history"][2]["num_tokens"] > first["num_tokens"]  # cumulative
     assert saved["peak_memory_mb"] > 0 and saved["num_tokens"] > 0 and saved["global_step"] == 4
     if METHODS[method].reference == "none":
         assert saved["reference_forward_calls"] == 0 and saved["reference_cache"] is None
@@ -209,3 +222,44 @@ def test_two_processes_match_one(tmp_path):
     b = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- single_gpu on tiny
+def test_single_gpu_profile_path_on_tiny_in_bfloat16(tmp_path, capsys):
+    """The single_gpu profile's settings (bf16 weights and autocast, LoRA, its lengths, batch and
+    accumulation, the cached reference, its evaluation) with the model and data a CPU allows: tiny, fixtures."""
+    from ulma.cli import main
+    from ulma.evaluation import evaluate_run
+
+    overrides = ["model=tiny", "data_dir=fixtures", "train_split=train", "max_train_examples=4", "max_steps=2",
+                 "save_steps=1000", "logging_steps=1", "eval.test_split=test", "eval.max_eval_samples=4",
+                 "eval.num_generations=2", "eval.max_new_tokens=8", "eval.judge=none"]
+    profile = load_profile("single_gpu", overrides)
+    assert profile.train.dtype == "bfloat16" and profile.train.gradient_accumulation_steps == 8
+    command = ["train", "--profile", "single_gpu", "--method", "ulma", "--dataset", "hh", "--output-dir",
+               str(tmp_path / "run")] + [x for o in overrides for x in ("--set", o)]
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert "ESTIMATE (assumed throughput, not measured)" in err and "memory" in err  # printed before the model loads
+    model, _, config = load_trained(tmp_path / "run")
+    assert next(model.parameters()).dtype == torch.bfloat16 and config["train"]["dtype"] == "bfloat16"
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]
+    assert saved["global_step"] == 2 and all(math.isfinite(v) for v in losses(saved))
+    metrics = evaluate_run(tmp_path / "run", judge="none")  # perplexity, preference accuracy, bf16 generation
+    assert math.isfinite(metrics["perplexity"]) and metrics["num_generations"] == 2, sorted(metrics)
+    replies = [json.loads(line) for line in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    assert len(replies) == 2
+
+
+def test_estimate_counts_tokens_from_the_data():
+    from ulma.config import TrainConfig
+    from ulma.losses import get_method
+    from ulma.trainer import ASSUMED_FLOPS, estimate_run
+
+    rows = {"prompt": [[{"role": "user", "content": "x" * 40}]] * 2, "completion": ["y" * 400, "z" * 8]}
+    cfg = TrainConfig(max_prompt_length=512, max_completion_length=50, num_train_epochs=2, reference="cached")
+    e = estimate_run(cfg, get_method("pointwise_dpo"), rows, parameters=1_000_000, device="cpu")
+    # 4 chars per token: prompts 10 + 10, replies min(100, 50) + 2 = 72 tokens a pass; 2 epochs; 1 cached pass
+    assert (e["trained_tokens"], e["reference_tokens"]) == (144, 72)
+    assert e["seconds"] == pytest.approx((4 * 144 + 2 * 72) * 1e6 / ASSUMED_FLOPS["cpu"])
+    assert estimate_run(cfg, get_method("sft"), rows, parameters=None)["reference_tokens"] == 0

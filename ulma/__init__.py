@@ -1,0 +1,14 @@
+"""ULMA: point-wise DPO, ULMA and the baselines on transformers / peft (docs/DESIGN.md).
+
+``from ulma import ULMAConfig, ULMATrainer`` is the TRL-shaped API (`ulma.loss_trainer`). It is imported on
+first use (PEP 562), so that ``import ulma`` and ``python -m ulma --help`` do not load torch.
+"""
+import importlib
+
+__all__ = ["ULMAConfig", "ULMATrainer"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(importlib.import_module("ulma.loss_trainer"), name)
+    raise AttributeError(f"module 'ulma' has no attribute {name!r}")

@@ -61,7 +61,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     _add_profile_arguments(parser)
     parser.add_argument("--method", required=True,
                         help="a method of ulma.losses.METHODS (sft, dpo, pointwise_dpo, ulma, ...) or rlhf")
-    parser.add_argument("--dataset", required=True, help="hh | golden_hh | red_team | qa_feedback")
+    parser.add_argument("--dataset", required=True,
+                        help="hh | golden_hh | red_team | qa_feedback, or your own data: a JSON/JSONL/Parquet file, a "
+                             "folder or a hub id in TRL's preference (prompt/chosen/rejected) or unpaired "
+                             "(prompt/completion/label) format, plain or conversational")
     parser.add_argument("--output-dir", required=True,
                         help="run folder: config.json, adapter/, metrics.json, checkpoints/")
     parser.add_argument("--data-dir", default=None,
@@ -101,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
         return _error(problem)
     try:  # train() checks the dataset, the view, the data and the folder's run before it loads the model
         metrics = train(profile, args.method, args.dataset, args.output_dir, data_dir=args.data_dir, resume=args.resume,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, show_estimate=True)  # tokens, time, memory: printed before the model loads
     except (InvalidRunError, ConfigError) as err:
         return _error(str(err).replace("overwrite=True", "--overwrite"))  # the library's word, the CLI's name
     summary = {k: v for k, v in metrics.get("train", metrics).items() if not isinstance(v, (list, dict))}

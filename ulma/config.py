@@ -199,9 +199,13 @@ class TrainConfig(_Validated):
     # reference model: adapters (LoRA disabled) | copy (frozen copy) | cached (precomputed, on disk)
     reference: str = "cached"
     reference_batch_size: int = 16  # >= 1: batch of the no-grad pass that fills the cache
+    # where the Trainer's logs go: none | all | an integration of transformers (tensorboard, wandb, ...) or a
+    # list of them (TrainingArguments.report_to); not part of a run's identity or its results' config hash
+    report_to: list[str] | str = "none"
 
     def validate(self) -> None:
         c = _Check(self, self.SECTION)
+        self._check_report_to()
         c.text("model")
         c.choice("dtype", DTYPES)
         c.integer("lora_r", low=0, expect="an integer >= 1 (the LoRA rank), or 0 for full fine-tuning")
@@ -240,6 +244,18 @@ class TrainConfig(_Validated):
         c.number("kto_undesirable_weight", low=0.0, low_open=True)
         c.choice("reference", REFERENCE_MODES)
         c.integer("reference_batch_size", low=1)
+
+
+    def _check_report_to(self) -> None:
+        names = [self.report_to] if isinstance(self.report_to, str) else self.report_to
+        if names in (["none"], ["all"]):
+            return
+        # transformers only once a logger is asked for: a profile (and --help) stays light
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+        known = ("none", "all", *INTEGRATION_TO_CALLBACK)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n in known for n in names):
+            _Check(self, self.SECTION).fail("report_to", "none, all, or one or a list of " + ", ".join(INTEGRATION_TO_CALLBACK))
 
 
 @dataclass

@@ -485,7 +485,7 @@ CURVES = {
     "Implicit reward (β·log-ratio)": (("rewards/positive", "positives"), ("rewards/chosen", "chosen"),
                                       ("rewards/negative", "negatives"), ("rewards/rejected", "rejected"),
                                       ("rewards/margins", "margin"), ("reward", "RM reward of rollouts")),
-    "KL to the reference": (("kl", "KL"),),
+    "KL to the reference": (("kl", "KL"), ("log_ratio", "log-ratio per token")),  # log_ratio: docs/METHODS.md
 }
 
 

@@ -1,72 +1,208 @@
-"""`ULMATrainer`: the loss step of every offline method of the registry, and its metrics. Nothing else.
+"""`ULMAConfig` and `ULMATrainer`: the TRL-shaped API, the loss step of every offline method, its metrics.
 
-A `transformers.Trainer` whose `compute_loss` takes the method from the registry (`ulma.losses.get_method`)
-once, at construction: its data kind picks the one branch of the step (pairwise or point-wise), its
-`reference` field the rows that need π_ref, `Method.loss_kwargs` the loss keywords taken from the
-TrainConfig, its flags KTO's KL pairs or token-level unlikelihood's log(1 − p). Nothing here tests a
-method's name. The reference log-probs come from `ulma.reference` (adapters disabled, a frozen copy, or
-the checked disk cache whose values travel with the rows through the collator, so that the training step
-touches only the policy); KTO's partners from `ulma.kl_partners`; `forward_counts` (`ForwardCounts`)
-counts policy and reference forwards for the tests and the efficiency notebook. `ulma.trainer` builds it.
+`ULMATrainer(model, args=ULMAConfig(method=...), train_dataset=rows, processing_class=tokenizer,
+peft_config=LoraConfig(...))` takes raw rows in TRL's standard formats (preference
+``prompt/chosen/rejected`` or unpaired ``prompt/completion/label``, plain or conversational), turns them
+into the view its method trains on (`ulma.data.standard`: pairs become point-wise rows for the point-wise
+methods) and tokenizes them (`ulma.batching`); rows already tokenized (``prompt_ids`` ...) are used as
+they are (`ulma.trainer.build_trainer`, the profiles' path). Its `compute_loss` takes the method from the
+registry (`ulma.losses.get_method`) once: its data kind picks the one branch of the step (pairwise or
+point-wise), its `reference` field the rows that need π_ref, `Method.loss_kwargs` the loss keywords taken
+from the ULMAConfig, its flags KTO's KL pairs or token-level unlikelihood's log(1 − p). Nothing here tests
+a method's name. The reference log-probs come from `ulma.reference` (adapters disabled, a frozen copy, or
+the checked disk cache whose values travel with the rows through the collator); KTO's partners from
+`ulma.kl_partners`; `forward_counts` (`ForwardCounts`) counts policy and reference forwards.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
+import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from accelerate.utils import gather_object
-from transformers import Trainer, TrainingArguments
+from transformers import AutoTokenizer, Trainer, TrainingArguments
 
-from ulma.config import TrainConfig
+from ulma import data
+from ulma.batching import PairwiseCollator, PointwiseCollator, tokenize_dataset
+from ulma.config import AGGREGATIONS, CONTINUOUS_LOSSES, LOGP_REDUCTIONS, UNLIKELIHOOD_VARIANTS, ConfigError, TrainConfig
+from ulma.data.parsing import VIEW_FEATURES
+from ulma.data.standard import _Bad, _view, detect_format, normalize
 from ulma.files import dataset_content_hash
 from ulma.kl_partners import KLPairsCollator, add_kl_partners
 from ulma.logprobs import model_logps
-from ulma.losses import Method, get_method
+from ulma.losses import HYPERPARAMETERS, Method, get_method
+from ulma.models import load_model_and_tokenizer, model_identity
 from ulma.reference import (REFERENCE_MODES, ForwardCounts, ReferenceCache, ReferenceProvider, cache_path,
                             frozen_copy, reference_rows, trim, unwrap, weights_fingerprint)
 from ulma.runs import peak_memory_mb
 
+logger = logging.getLogger(__name__)
+
+# the ULMAConfig fields that are TrainConfig fields of the same name and meaning (validated by TrainConfig)
+METHOD_FIELDS = ("beta", "c", "aggregation", "continuous", "positive_threshold", "logp_reduction",
+                 "unlikelihood_variant", "kto_desirable_weight", "kto_undesirable_weight", "reference",
+                 "reference_batch_size", "max_prompt_length", "max_completion_length")
+TOKENIZED = {"pairwise": ("prompt_ids", "chosen_ids", "rejected_ids"), "pointwise": ("prompt_ids", "completion_ids", "z"),
+             "sft": ("prompt_ids", "completion_ids", "z")}
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class ULMAConfig(TrainingArguments):
+    """`transformers.TrainingArguments` plus the method and its hyperparameters (docs/METHODS.md).
+
+    The method fields mean what the TrainConfig fields of the same name mean and are checked the same
+    way (a bad value raises `ulma.config.ConfigError` naming ``ULMAConfig.<field>``). Defaults differ
+    from TrainingArguments where ulma needs it: ``remove_unused_columns=False`` (the collators read the
+    token columns), ``learning_rate=1e-5``, ``logging_steps=10``.
+    """
+
+    method: str = field(default="ulma", metadata=_help(
+        "a method of ulma.losses.METHODS trained by a loss: ulma, pointwise_dpo, dpo, sft, kto, unlikelihood, ..."))
+    beta: float = field(default=0.1, metadata=_help("> 0: the KL strength of the implicit reward u = beta (logp - logp_ref) + c"))
+    c: float = field(default=0.0, metadata=_help("any sign: beta log Z(x) in u; the paper argues Z(x) ~ 1, so 0"))
+    aggregation: str = field(default="class_mean", metadata=_help(
+        f"{' | '.join(AGGREGATIONS)}: mean loss per class (released code) or sum over the batch size"))
+    continuous: str = field(default="mse", metadata=_help(
+        f"{' | '.join(CONTINUOUS_LOSSES)}: the loss of non-positive rows when a batch has labels in (0, 1)"))
+    positive_threshold: float = field(default=1.0, metadata=_help("(0, 1]: rows with label >= it are positives"))
+    logp_reduction: str | None = field(default=None, metadata=_help(
+        f"{' | '.join(LOGP_REDUCTIONS)} of the response's token log-probs, or None: the method's released choice"))
+    unlikelihood_variant: str = field(default="ascent", metadata=_help(
+        f"{' | '.join(UNLIKELIHOOD_VARIANTS)}: +logp on negatives (released code) or -sum log(1 - p) (Welleck et al.)"))
+    kto_desirable_weight: float = field(default=1.0, metadata=_help("> 0: KTO's lambda_D on positives (TRL: desirable_weight)"))
+    kto_undesirable_weight: float = field(default=1.0, metadata=_help("> 0: KTO's lambda_U on negatives (TRL: undesirable_weight)"))
+    reference: str = field(default="cached", metadata=_help(
+        f"{' | '.join(REFERENCE_MODES)}: pi_ref = the policy with LoRA disabled, a frozen copy, or precomputed once "
+        "and cached on disk (TRL: precompute_ref_log_probs)"))
+    reference_batch_size: int = field(default=16, metadata=_help(">= 1: batch size of the no-grad pass filling the cache"))
+    max_prompt_length: int = field(default=512, metadata=_help(">= 1 prompt tokens kept, cut from the start"))
+    max_completion_length: int = field(default=512, metadata=_help(">= 1 response tokens kept, cut at the end"))
+    learning_rate: float = field(default=1e-5, metadata=_help("AdamW's initial learning rate"))
+    logging_steps: float = field(default=10, metadata=_help("log every N optimizer steps"))
+    remove_unused_columns: bool = field(default=False, metadata=_help(
+        "keep False: ulma's collators read the token columns the model's forward does not take"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        try:
+            spec = get_method(self.method)
+        except ValueError as err:
+            raise ConfigError("ULMAConfig.method", str(err)) from None
+        if spec.loss_fn is None:
+            raise ConfigError("ULMAConfig.method", f"{self.method!r} is not trained by a loss "
+                              f"(runner {spec.runner!r}): use ulma.trainer.train")
+        try:  # the same ranges as a profile's train section
+            TrainConfig(**{name: getattr(self, name) for name in METHOD_FIELDS})
+        except ConfigError as err:
+            raise err.moved("train", "ULMAConfig") from None
+
+    @classmethod
+    def from_arguments(cls, args: TrainingArguments, **method_fields) -> "ULMAConfig":
+        """A ULMAConfig with the settings of plain TrainingArguments `args` and the given method fields."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+        return cls(**values, **method_fields)
+
+
+# -------------------------------------------------------------------------------------------- data
+def method_view(dataset, view: str, *, name: str = "train_dataset") -> datasets.Dataset:
+    """`view` (sft | pointwise | pairwise) of raw rows in a standard format (`ulma.data.standard`):
+    a `datasets.Dataset` (or a list of dicts) of preference or unpaired rows, plain or conversational;
+    or a path / hub id / built-in source name, read by `ulma.data.load`. A bad row raises a
+    `ulma.data.DataError` naming `name`, the row and the field."""
+    if isinstance(dataset, (str, os.PathLike)):
+        return data.load(dataset, view, "train")
+    records = dataset.to_list() if isinstance(dataset, datasets.Dataset) else list(dataset)
+    if not records:
+        raise data.EmptyDatasetError(f"{name}: no rows")
+    fmt = detect_format(records, name)
+    rows = []
+    for i, record in enumerate(records):
+        try:
+            rows.append(normalize(record, fmt))
+        except _Bad as err:
+            raise data.DataError(f"{name}, row {i}: {err}", file=name, row=i) from None
+    return datasets.Dataset.from_dict(_view(rows, list(range(len(rows))), fmt, view, name), features=VIEW_FEATURES[view])
+
+
+def is_tokenized(dataset, view: str) -> bool:
+    return isinstance(dataset, datasets.Dataset) and set(TOKENIZED[view]) <= set(dataset.column_names)
+
 
 class ULMATrainer(Trainer):
-    """`transformers.Trainer` for the offline methods (runner "offline" of the registry).
+    """`transformers.Trainer` for the offline methods (runner "offline" of the registry), shaped like TRL's.
 
-    Build outside, inject inside: the caller gives the model (a `PeftModel` for LoRA), the tokenized
-    dataset (`ulma.batching.tokenize_dataset`) and its collator; `method` names a registry entry and
-    `config` supplies its hyperparameters and the reference mode. `model_id` names the starting weights
-    for the reference cache (`ulma.models.model_identity`); without it the weights are fingerprinted.
-    `reference_model` overrides the frozen copy of mode ``copy``.
+    `model`: a causal LM, or a name for `ulma.models.load_model_and_tokenizer` (``tiny``, a hub id, a
+    folder). `args`: a `ULMAConfig` (plain TrainingArguments get the ULMAConfig defaults for the method
+    fields). `train_dataset` / `eval_dataset`: raw rows in a standard format, a path or hub id, or rows
+    tokenized by `ulma.batching.tokenize_dataset` (then `processing_class` is not needed).
+    `processing_class`: the tokenizer (default: the model's, from its name). `peft_config`: a
+    `peft.LoraConfig` to wrap the model in fresh adapters. `ref_model` replaces the frozen copy of
+    reference mode ``copy``; `model_id` names the starting weights for the reference cache (default: the
+    model's name, else a fingerprint of its weights); `dataset_name` goes into the model card.
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a micro-batch mean: the Trainer divides by GA steps
 
-    def __init__(self, model, args: TrainingArguments, *, method: str, config: TrainConfig | None = None,
-                 train_dataset=None, data_collator=None, model_id: str | None = None, reference_model=None,
-                 **kwargs):
-        self.config = config or TrainConfig()
-        self.method: Method = get_method(method)
-        if self.method.loss_fn is None:
-            raise ValueError(f"{method!r} is not trained by a loss (runner {self.method.runner!r}): use train()")
-        if self.config.reference not in REFERENCE_MODES:
-            raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {self.config.reference!r}")
-        self.logp_reduction = self.config.logp_reduction or self.method.logp_reduction
+    def __init__(self, model, args: ULMAConfig | TrainingArguments | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, peft_config=None, data_collator=None, callbacks=None, *,
+                 ref_model=None, model_id: str | None = None, dataset_name: str | None = None, **kwargs):
+        if args is None:
+            args = ULMAConfig(output_dir="ulma_output")
+        elif not isinstance(args, ULMAConfig):
+            args = ULMAConfig.from_arguments(args)
+        if args.remove_unused_columns:
+            logger.warning("remove_unused_columns=True would drop the token columns ulma's collators read: set to False")
+            args.remove_unused_columns = False
+        self.method: Method = get_method(args.method)
+        if isinstance(model, (str, os.PathLike)):
+            name = str(model)
+            model, tokenizer = load_model_and_tokenizer(name)
+            processing_class = processing_class if processing_class is not None else tokenizer
+            model_id = model_id or model_identity(name)
+        if peft_config is not None:
+            if hasattr(model, "peft_config"):
+                raise ValueError("peft_config given, but the model already has adapters: pass one or the other")
+            from peft import get_peft_model
+            model = get_peft_model(model, peft_config)
+        view = self.method.data_kind
+        if any(d is not None and not is_tokenized(d, view) for d in (train_dataset, eval_dataset)):
+            processing_class = processing_class if processing_class is not None else _tokenizer_of(model)
+        self.dataset_name = dataset_name or (str(train_dataset) if isinstance(train_dataset, (str, os.PathLike)) else None)
+        train_dataset = self._prepare(train_dataset, view, processing_class, args, "train_dataset")
+        eval_dataset = self._prepare(eval_dataset, view, processing_class, args, "eval_dataset")
+
+        self.logp_reduction = args.logp_reduction or self.method.logp_reduction
         self.needs_reference = self.method.needs_reference
-        self.reference_mode = self.config.reference if self.needs_reference else None
+        self.reference_mode = args.reference if self.needs_reference else None
         self.pairwise = self.method.data_kind == "pairwise"
-        self.loss_kwargs = self.method.loss_kwargs(self.config)
+        self.loss_kwargs = self.method.loss_kwargs(args)
         self.needs_log1m = self.method.needs_log1m_for(self.loss_kwargs)  # token-level unlikelihood only
         if self.reference_mode == "adapters" and not hasattr(unwrap(model), "disable_adapter"):
-            raise ValueError("reference='adapters' needs a LoRA (peft) model; "
+            raise ValueError("reference='adapters' needs a LoRA (peft) model (give peft_config); "
                              "use 'copy' or 'cached' for full fine-tuning")
-        if self.method.needs_kl_pairs and train_dataset is not None \
-                and "kl_completion_ids" not in train_dataset.column_names:
-            train_dataset = add_kl_partners(train_dataset)
-        if self.method.needs_kl_pairs and data_collator is not None and not isinstance(data_collator, KLPairsCollator):
+        if self.method.needs_kl_pairs:
+            train_dataset, eval_dataset = (d if d is None or "kl_completion_ids" in d.column_names else add_kl_partners(d)
+                                           for d in (train_dataset, eval_dataset))
+        if data_collator is None:
+            pad = getattr(processing_class, "pad_token_id", None)
+            pad = pad if pad is not None else getattr(unwrap(model).config, "pad_token_id", None) or 0
+            data_collator = (PairwiseCollator if self.pairwise else PointwiseCollator)(pad)
+        if self.method.needs_kl_pairs and not isinstance(data_collator, KLPairsCollator):
             data_collator = KLPairsCollator(data_collator)
-        super().__init__(model=model, args=args, train_dataset=train_dataset, data_collator=data_collator, **kwargs)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=data_collator, processing_class=processing_class, callbacks=callbacks, **kwargs)
 
         self.forward_counts = ForwardCounts()
         self.reference_cache: str | None = None  # "hit" | "miss" | None (mode cached only)
@@ -74,22 +210,45 @@ class ULMATrainer(Trainer):
         self._sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
         self._metric_sums: dict[str, float] = defaultdict(float)
         self._metric_counts: dict[str, float] = defaultdict(float)
+        self._eval_sums: dict[str, float] = defaultdict(float)
+        self._eval_counts: dict[str, float] = defaultdict(float)
         self._tokens_since_log = 0
+        self._start_logged = False
         self.session_tokens = 0  # policy input tokens since this Trainer started, all processes (not before a resume)
         self._last_log_time: float | None = None  # set by the first training step: setup is not timed
 
         self.ref_model = None
         if self.reference_mode == "copy":
-            self.ref_model = reference_model if reference_model is not None else frozen_copy(self.model)
+            self.ref_model = ref_model if ref_model is not None else frozen_copy(self.model)
             self.ref_model.eval().requires_grad_(False).to(self.args.device)
         self.reference = ReferenceProvider(self.reference_mode or "adapters", reduction=self.logp_reduction,
                                            ref_model=self.ref_model, sharded=self._sharded, counts=self.forward_counts)
-        if self.reference_mode == "cached" and self.train_dataset is not None:
-            self.train_dataset = self.attach_cached_reference(self.train_dataset, model_id=model_id)
+        if self.reference_mode == "cached":
+            if self.train_dataset is not None:
+                self.train_dataset = self.attach_cached_reference(self.train_dataset, model_id=model_id)
+            if self.eval_dataset is not None:
+                cache = self.reference_cache
+                self.eval_dataset = self.attach_cached_reference(self.eval_dataset, model_id=model_id)
+                self.reference_cache = cache or self.reference_cache  # the training rows' hit or miss
+
+    @property
+    def config(self) -> ULMAConfig:
+        """The method's settings (the ULMAConfig, i.e. `args`)."""
+        return self.args
+
+    @staticmethod
+    def _prepare(dataset, view: str, tokenizer, args: ULMAConfig, name: str):
+        """Rows of the method's view with token columns (module docstring); None stays None."""
+        if dataset is None or is_tokenized(dataset, view):
+            return dataset
+        rows = method_view(dataset, view, name=name)
+        data.require_rows(rows, f"{name} ({view} view)")
+        return tokenize_dataset(rows, tokenizer, view, max_prompt_length=args.max_prompt_length,
+                                max_completion_length=args.max_completion_length)
 
     # -------------------------------------------------------------------------------- reference cache
     def _reference_rows(self, z: torch.Tensor | None, n: int) -> torch.Tensor:
-        return reference_rows(self.method, None if self.pairwise else z, n, self.config.positive_threshold)
+        return reference_rows(self.method, None if self.pairwise else z, n, self.args.positive_threshold)
 
     def _cache_settings(self, dataset, model_id: str) -> dict[str, Any]:
         columns = ["prompt_ids", *(["chosen_ids", "rejected_ids"] if self.pairwise else ["completion_ids", "z"])]
@@ -100,12 +259,12 @@ class ULMATrainer(Trainer):
             "model": model_id,
             "dtype": str(next(self.model.parameters()).dtype),
             "autocast": "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "no",
-            "max_prompt_length": self.config.max_prompt_length,
-            "max_completion_length": self.config.max_completion_length,
+            "max_prompt_length": self.args.max_prompt_length,
+            "max_completion_length": self.args.max_completion_length,
             "logp_reduction": self.logp_reduction,
             "data_kind": self.method.data_kind,
             "rows": self.method.reference,
-            "positive_threshold": self.config.positive_threshold,
+            "positive_threshold": self.args.positive_threshold,
             "kl_pairs": self.method.needs_kl_pairs,
         }
 
@@ -149,7 +308,7 @@ class ULMATrainer(Trainer):
         table = {"reference_logps": torch.full((n, 2) if self.pairwise else (n,), float("nan"))}
         if self.method.needs_kl_pairs:
             table["reference_kl_logps"] = torch.full((n,), float("nan"))
-        size = self.config.reference_batch_size
+        size = self.args.reference_batch_size
         home = next(self.model.parameters()).device
         self.model.to(self.args.device)  # FSDP/DeepSpeed leave the model on the CPU until train()
         before = ForwardCounts(self.forward_counts)
@@ -212,9 +371,28 @@ class ULMATrainer(Trainer):
                 extra["reference_kl_logps"] = self._batch_reference(model, inputs, "reference_kl_logps", "kl_", None)
             out = self.method.loss_fn(policy.logps, reference, z, **self.loss_kwargs, **extra)
 
+        metrics = dict(out.metrics)
+        if reference is not None:  # the mean per-token log-ratio to π_ref, on the rows whose reference is known
+            known = torch.isfinite(reference)
+            ratio = policy.logps.detach() - torch.where(known, reference, torch.zeros_like(reference)).to(policy.logps.dtype)
+            if self.logp_reduction == "sum":
+                ratio = ratio / policy.num_tokens.clamp(min=1).to(ratio.dtype)
+            metrics["log_ratio"] = torch.where(known, ratio, torch.zeros_like(ratio)).sum() / known.sum().clamp(min=1)
+            metrics["count/log_ratio"] = known.sum().to(ratio.dtype)
         if model.training:
-            self._store_metrics(out.metrics, int(inputs["attention_mask"].sum()))
-        return (out.loss, out.metrics) if return_outputs else out.loss
+            tokens = int(inputs["attention_mask"].sum())
+            if not self._start_logged and self.state.global_step == 0:
+                self._log_start({**metrics, "loss": out.loss.detach()})
+            self._store_metrics(metrics, tokens)
+        return (out.loss, metrics) if return_outputs else out.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation: the loss and the method's metrics (logged as ``eval_<name>``), no logits."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, metrics = self.compute_loss(model, inputs, return_outputs=True)
+        _accumulate(self._eval_sums, self._eval_counts, metrics)
+        return loss.detach(), None, None
 
     def _batch_reference(self, model, inputs, cached_name: str, prefix: str, z):
         """ℓ_ref for this micro-batch: the cached column, or a forward of the needed rows; None if unused."""
@@ -232,33 +410,50 @@ class ULMATrainer(Trainer):
 
     # -------------------------------------------------------------------------------- metrics
     def _store_metrics(self, metrics: dict[str, Any], num_tokens: int) -> None:
-        """Accumulate one micro-batch's metrics. A class metric (`loss/positive`, ...) is a mean over that
-        class's rows: it is weighted by the class's `count/...`, so an absent class (reported as 0) does
-        not pull the average down."""
-        values = {name: float(value) for name, value in metrics.items()}
-        for name, value in values.items():
-            weight = values.get(f"count/{name.rsplit('/', 1)[-1]}", 1.0) if not name.startswith("count/") else 1.0
-            if math.isfinite(value) and weight > 0:
-                self._metric_sums[name] += value * weight
-                self._metric_counts[name] += weight
+        """Accumulate one micro-batch's metrics (`_accumulate`) and its policy input tokens."""
+        _accumulate(self._metric_sums, self._metric_counts, metrics)
         self._tokens_since_log += num_tokens
+
+    def _gathered_means(self, sums: dict[str, float], counts: dict[str, float]) -> dict[str, float]:
+        """Weighted means over every process (a collective when there are several), plus
+        `rewards/margins` = chosen − rejected where the method logs both and not the margin (TRL's KTO)."""
+        parts = [{"sums": dict(sums), "counts": dict(counts)}]
+        if self.args.world_size > 1:
+            parts = gather_object(parts)
+        total, weight = defaultdict(float), defaultdict(float)
+        for part in parts:
+            for name, value in part["sums"].items():
+                total[name] += value
+                weight[name] += part["counts"][name]
+        means = {name: total[name] / weight[name] for name in sorted(total) if weight[name] > 0}
+        if {"rewards/chosen", "rewards/rejected"} <= set(means) and "rewards/margins" not in means:
+            means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
+        return means
+
+    def _log_start(self, metrics: dict[str, Any]) -> None:
+        """The entry at step 0: the first micro-batch's metrics, before any update (the start of every
+        training curve; a resumed run has its own)."""
+        self._start_logged = True
+        sums, counts = defaultdict(float), defaultdict(float)
+        _accumulate(sums, counts, metrics)
+        logs = self._gathered_means(sums, counts)
+        logs["num_tokens"] = self.state.num_input_tokens_seen
+        super().log(logs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the method's metrics averaged over the micro-batches (of every process) since the last
-        log, `num_tokens` (cumulative policy input tokens), `tokens_per_s` and `peak_memory_mb`."""
-        local = {"sums": dict(self._metric_sums), "counts": dict(self._metric_counts),
-                 "tokens": self._tokens_since_log, "peak": peak_memory_mb(self.args.device)}
-        if self.args.world_size > 1:
-            parts = gather_object([local])
-        else:
-            parts = [local]
-        sums, counts = defaultdict(float), defaultdict(float)
-        for part in parts:
-            for name, value in part["sums"].items():
-                sums[name] += value
-                counts[name] += part["counts"][name]
-        for name in sorted(sums):
-            logs.setdefault(name, sums[name] / counts[name])
+        log, `num_tokens` (cumulative policy input tokens), `tokens_per_s` and `peak_memory_mb`; in an
+        evaluation's log, the evaluation's metrics as ``eval_<name>``."""
+        if "eval_loss" in logs or any(k.startswith("eval_") for k in logs) and "loss" not in logs:
+            for name, value in self._gathered_means(self._eval_sums, self._eval_counts).items():
+                logs.setdefault(f"eval_{name}", value)
+            self._eval_sums.clear()
+            self._eval_counts.clear()
+            return super().log(logs, start_time)
+        for name, value in self._gathered_means(self._metric_sums, self._metric_counts).items():
+            logs.setdefault(name, value)
+        local = {"tokens": self._tokens_since_log, "peak": peak_memory_mb(self.args.device)}
+        parts = gather_object([local]) if self.args.world_size > 1 else [local]
         tokens = sum(p["tokens"] for p in parts)
         now = time.perf_counter()
         self.state.num_input_tokens_seen += tokens  # saved in checkpoints: survives a resume
@@ -273,6 +468,37 @@ class ULMATrainer(Trainer):
         self._last_log_time = now
         super().log(logs, start_time)
 
+    # -------------------------------------------------------------------------------- saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the weights (the adapter alone for a peft model, loadable by
+        `peft.AutoPeftModelForCausalLM.from_pretrained`) and, for the final save, a model card README.md."""
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call and self.is_world_process_zero():
+            folder = Path(output_dir or self.args.output_dir)
+            (folder / "README.md").write_text(self.model_card(), encoding="utf-8")
+
+    def model_card(self) -> str:
+        """A model card stub: base model, method and its hyperparameters, data, training length."""
+        base = getattr(unwrap(self.model).config, "_name_or_path", "") or "(a model without a hub name)"
+        adapter = hasattr(unwrap(self.model), "peft_config")
+        # the loss keywords this method reads (`Method.hyperparameters`), by their config names
+        hyper = {HYPERPARAMETERS[k]: getattr(self.args, HYPERPARAMETERS[k]) for k in self.method.hyperparameters}
+        hyper.update(logp_reduction=self.logp_reduction, reference=self.reference_mode or "none",
+                     max_prompt_length=self.args.max_prompt_length, max_completion_length=self.args.max_completion_length,
+                     learning_rate=self.args.learning_rate, per_device_train_batch_size=self.args.per_device_train_batch_size,
+                     gradient_accumulation_steps=self.args.gradient_accumulation_steps, seed=self.args.seed)
+        rows = len(self.train_dataset) if self.train_dataset is not None else 0
+        lines = ["---", f"base_model: {base}" if not base.startswith("(") else "base_model: null",
+                 "library_name: " + ("peft" if adapter else "transformers"), "tags: [ulma, " + self.method.name + "]",
+                 "---", "", f"# {self.method.name} ({'LoRA adapter' if adapter else 'full weights'})", "",
+                 f"Trained with [ulma](https://arxiv.org/abs/2312.02554)'s `ULMATrainer`, method `{self.method.name}`.", "",
+                 f"- base model: {base}", f"- data: {self.dataset_name or 'unnamed'} ({rows} {self.method.data_kind} rows)",
+                 f"- optimizer steps: {self.state.global_step}", "", "| hyperparameter | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in hyper.items()]
+        if adapter:
+            lines += ["", "Load: `peft.AutoPeftModelForCausalLM.from_pretrained(<this folder>)`."]
+        return "\n".join(lines) + "\n"
+
     def gathered_forward_counts(self) -> dict[str, int]:
         """`forward_counts` summed over processes (a collective: call it on every process)."""
         parts = [dict(self.forward_counts)]
@@ -282,3 +508,26 @@ class ULMATrainer(Trainer):
         for part in parts:
             total.update(part)
         return total.as_dict()
+
+
+def _tokenizer_of(model):
+    """The tokenizer saved with `model`'s weights (TRL's default processing class); a pad token is set."""
+    name = getattr(unwrap(model).config, "_name_or_path", "") or ""
+    if not name:
+        raise ValueError("raw rows need a tokenizer: pass processing_class= (the model has no name to load one from)")
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _accumulate(sums: dict[str, float], counts: dict[str, float], metrics: dict[str, Any]) -> None:
+    """Add one micro-batch's metrics. A class metric (`loss/chosen`, ...) is a mean over that class's rows:
+    it is weighted by the class's `count/...` (and `log_ratio` by `count/log_ratio`), so an absent class
+    (reported as 0) does not pull the average down."""
+    values = {name: float(value) for name, value in metrics.items()}
+    for name, value in values.items():
+        weight = values.get(f"count/{name.rsplit('/', 1)[-1]}", 1.0) if not name.startswith("count/") else 1.0
+        if math.isfinite(value) and weight > 0:
+            sums[name] += value * weight
+            counts[name] += weight

@@ -135,11 +135,12 @@ def _metrics(b: _Batch, loss_pos, loss_neg, rewards, reward_rows: str) -> dict[s
     rows whose reference the method reads."""
     with torch.no_grad():
         m = {}
-        for cls, mask, loss in (("positive", b.pos, loss_pos), ("negative", b.neg, loss_neg)):
+        # TRL's KTO names: positives are "chosen", negatives "rejected" (docs/METHODS.md, Metrics)
+        for cls, rows, mask, loss in (("chosen", "positives", b.pos, loss_pos), ("rejected", "negatives", b.neg, loss_neg)):
             if loss is not None:
                 m[f"loss/{cls}"] = _masked_mean(loss.detach(), mask)
             m[f"logps/{cls}"] = _masked_mean(b.policy.detach(), mask)
-            if rewards is not None and reward_rows in ("all", f"{cls}s"):
+            if rewards is not None and reward_rows in ("all", rows):
                 m[f"rewards/{cls}"] = _masked_mean(rewards.detach(), mask)
             m[f"count/{cls}"] = mask.sum().to(b.policy.dtype)
         m["label/mean"] = b.z.mean()

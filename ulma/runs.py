@@ -39,7 +39,7 @@ IDENTITY = ("method", "dataset", "data_dir", "train", "rlhf", "reward")
 # settings that may change between a run and its continuation: how long it trains (a resumed run may be
 # extended) and how often it logs and saves; they do not make the weights of the steps taken so far differ
 CONTINUABLE = ("train.max_steps", "train.num_train_epochs", "train.save_steps", "train.logging_steps",
-               "rlhf.ppo_steps")
+               "rlhf.ppo_steps", "train.report_to")
 # every entry a run writes: what `overwrite` removes (never anything else in the folder)
 ENTRIES = ("config.json", "metrics.json", "adapter", "model", "tokenizer", "value_head.pt", "checkpoints")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -196,15 +196,15 @@ def resumed_train_loss(session_loss: float, session_steps: int, history: list[di
 
 
 # what a run's objective is read from in its log history: the loss and the implicit rewards of the offline
-# methods (rewards/positive, rewards/negative, rewards/margins, ...; KTO's kl), PPO's reward and KL
+# methods (rewards/chosen, rewards/rejected, rewards/margins, ...; KTO's kl), PPO's reward and KL
 OBJECTIVE_KEYS = ("loss", "kl", "reward")
 OBJECTIVE_PREFIXES = ("rewards/",)
 
 
 def objective_trace(history: list[dict]) -> dict | None:
     """{"start": ..., "end": ...}: the objective's values in the first and the last logged window of
-    training (with logging_steps 1, the first step's values are those of the starting weights: a step's
-    loss is computed before its update), so that a run whose objective did not move can be flagged."""
+    training (the offline methods log a step-0 entry: the first micro-batch at the starting weights), so
+    that a run whose objective did not move can be flagged."""
     entries = [e for e in history if any(k in e for k in OBJECTIVE_KEYS) and "train_runtime" not in e]
     if not entries:
         return None

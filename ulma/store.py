@@ -62,6 +62,7 @@ def as_profile(profile: str | Profile) -> Profile:
 def resolved_config(prof: Profile, method: str, dataset: str, data_dir: str | None) -> dict[str, Any]:
     """What determines a run's numbers (and nothing else: not paths, not the experiment's name)."""
     train = dataclasses.asdict(prof.train)
+    train.pop("report_to", None)  # where logs go, not what a run computes (and the old hashes stay)
     # the same rows whether read from the hub or a local copy; the fixtures are other rows
     train["data_dir"] = "fixtures" if data_dir == str(FIXTURES_DIR.resolve()) else "real"
     return {
