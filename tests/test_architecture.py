@@ -26,7 +26,7 @@ LAYERS = [
     {"rlhf", "loss_trainer"},
     {"trainer"},
     {"evaluation", "judges"},
-    {"catalog", "store", "analysis"},  # the experiment layer starts here
+    {"catalog", "store", "analysis", "stats", "claims"},  # the experiment layer starts here
     {"grid"},
     {"report", "reproduce", "figures"},
     {"experiments"},

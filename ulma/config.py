@@ -351,6 +351,9 @@ class ExperimentConfig(_Validated):
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # 06_ablations: TrainConfig field -> non-empty list of values, each checked like train.<field> (Profile)
     sweeps: dict[str, list[Any]] = field(default_factory=lambda: {"c": [0.0], "beta": [0.1]})
+    # how a comparison's training budget is set (ulma.catalog.budget_overrides, docs/EXPERIMENTS.md):
+    # "matched" (every method the same optimizer steps and sequences per step) | "paper" (same epochs)
+    budget: str = "paper"
 
     def validate(self) -> None:
         from ulma.losses import METHODS  # torch: only once a profile is built, never for --help
@@ -375,6 +378,7 @@ class ExperimentConfig(_Validated):
             if not isinstance(values, dict):
                 raise ConfigError(f"{self.SECTION}.method_overrides.{method}",
                                   f" = {_show(values)}: must be a mapping of train fields")
+        c.choice("budget", ("matched", "paper"))
         c.mapping("sweeps")
         for name, values in self.sweeps.items():
             if not isinstance(values, list) or not values:

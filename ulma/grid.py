@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ulma import data
-from ulma.catalog import get_experiment, run_profile
+from ulma.catalog import get_experiment, run_budget, run_profile
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.losses import get_method
@@ -145,6 +145,7 @@ def run_one(
         "seed": seed,
         "overrides": dict(variant.overrides),
         "note": variant.note,
+        "budget": run_budget(prof, exp, rprof, variant.method),
         "config_hash": key,
         "config": config,
         "data_dir": resolved_data,
