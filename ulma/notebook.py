@@ -5,6 +5,8 @@ generations side by side, and the closing "Reading the result" computed from the
 writes, per dataset, the best method on each metric and whether the 95 % intervals of
 :mod:`ulma.figures` separate it from the next, the number of seeds, the judge's accuracy, the runs whose
 loss barely moved and what was not measured: numbers and wording both come from the results.
+:func:`claims_reading` adds the verdicts of the paper's claims a notebook covers (`ulma.claims`), and
+:func:`claims_table` is notebook 09's table; :func:`budget_text` says how a comparison's budget was set.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import warnings
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ulma import claims
+from ulma.catalog import budget_of, matched_steps, sequences_per_step
 from ulma.experiments import EXPERIMENTS, as_profile, resolve_path
 from ulma.figures import (CHANCE, HIGHER_IS_BETTER, LABELS, _in_table_order, _not_measured, _record, _runs,
                           dataset_name, method_name, summary, training_history)
@@ -276,3 +280,60 @@ def reading(profile, experiment: str, results_dir="results") -> str:
     if missing:
         parts.append("Not measured: " + "; ".join(missing) + ".")
     return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ claims
+# the claims (ulma.claims.CLAIMS ids, by prefix) each notebook's "Reading the result" reports
+NOTEBOOK_CLAIMS: dict[str, tuple[str, ...]] = {
+    "03_pointwise_dpo": ("pointwise_dpo_ge_dpo_hh", "continuous_ge_binary_pointwise_dpo_qa"),
+    "04_ulma": ("ulma_ge_",),
+    "05_golden_hh": ("ulma_gains_more_than_",),
+    "06_ablations": ("sft_ge_positive_dpo_positives", "negative_dpo_ge_unlikelihood_negatives"),
+    "07_efficiency": ("ulma_cheaper_than_rlhf",),
+}
+
+
+def _claims_of(experiment: str) -> list:
+    prefixes = NOTEBOOK_CLAIMS.get(EXPERIMENTS[experiment].name if experiment in EXPERIMENTS else experiment, ())
+    return [c for c in claims.CLAIMS if any(c.id.startswith(p) for p in prefixes)]
+
+
+def claims_rows(profile, experiment: str | None = None, results_dir="results") -> list[dict]:
+    """The claims table's rows (`ulma.claims.evaluate_claims`) of every claim, or of those `experiment` covers."""
+    records = claims.load_records(_profile_name(profile), resolve_path(results_dir))
+    chosen = claims.CLAIMS if experiment is None else _claims_of(experiment)
+    return claims.evaluate_claims(records, chosen) if chosen else []
+
+
+def claims_reading(profile, experiment: str, results_dir="results") -> str:
+    """Markdown: one computed sentence (`ulma.claims.reading`) per claim of the paper this notebook covers."""
+    rows = claims_rows(profile, experiment, results_dir)
+    if not rows:
+        return "No claim of the paper is tested in this notebook."
+    return "**The paper's claims, verdicts computed from the CIs** (`ulma.claims`):\n\n" + "\n".join(
+        f"- **{row['verdict'].split(' (')[0]}** · {claims.reading(row)}" for row in rows)
+
+
+def claims_table(profile, results_dir="results") -> pd.DataFrame:
+    """Notebook 09's table: one row per claim (metric, difference, CI, verdict), as claims.csv holds it."""
+    return pd.DataFrame(claims_rows(profile, None, results_dir), columns=claims.COLUMNS)
+
+
+def budget_text(profile, experiment: str, results_dir="results") -> str:
+    """How this profile sets the budget of `experiment`'s runs, and which budget the shown records used."""
+    prof = as_profile(profile)
+    rule = prof.experiments.budget
+    if rule == "matched":
+        text = (f"Budget **matched**: every method takes S = {matched_steps(prof)} optimizer steps of N = "
+                f"{sequences_per_step(prof)} sequences (point-wise methods N rows, DPO N/2 pairs, SFT N positives "
+                f"for S steps — it cycles its positives as often as that takes; RLHF S PPO iterations of N "
+                f"rollouts).")
+    else:
+        text = ("Budget **paper (same epochs)**: every method trains the profile's epochs over its own rows, so "
+                "a method with twice the rows takes twice the steps.")
+    folder = resolve_path(results_dir) / _profile_name(profile) / (EXPERIMENTS[experiment].name if experiment in EXPERIMENTS else experiment)
+    labels = sorted({budget_of(r)["label"] for p in sorted(folder.glob("*.json"))
+                     if (r := _record(p)).get("status") == "done" and budget_of(r)["label"] != "untrained"})
+    if labels:
+        text += " The records shown were trained under: " + ", ".join(f"`{label}`" for label in labels) + "."
+    return text
