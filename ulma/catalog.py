@@ -75,6 +75,7 @@ class Experiment:
     eval_overrides: Mapping[str, Any] = field(default_factory=dict)  # EvalConfig fields (calibration: mini_valid)
     comparison: bool = False  # a comparison between methods: budgets matched (profile.experiments.budget)
     budget_fraction: float = 1.0  # of the matched steps S (calibration: short runs)
+    part_of: str | None = None  # the notebook that runs it, when it has none of its own (06_calibration: 06)
 
     def variants_for(self, profile: Profile) -> dict[str, Variant]:
         """Labels → variants at this profile, sweeps expanded. Of the compared methods (``ALL_METHODS``)
@@ -204,6 +205,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             eval_overrides={"test_split": "mini_valid", "num_generations": 0},
             comparison=True,
             budget_fraction=0.5,
+            part_of="06_ablations",
         ),
         Experiment(
             "07_efficiency",
@@ -230,7 +232,7 @@ def get_experiment(name: str) -> Experiment:
     """An experiment by name (``04_ulma``) or number prefix (``04``)."""
     if name in EXPERIMENTS:
         return EXPERIMENTS[name]
-    matches = [e for key, e in EXPERIMENTS.items() if key.split("_")[0] == name]
+    matches = [e for key, e in EXPERIMENTS.items() if key.split("_")[0] == name and e.part_of is None]
     if len(matches) == 1:
         return matches[0]
     raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
