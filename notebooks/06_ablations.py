@@ -75,17 +75,21 @@ display(Markdown(notebook.budget_text(profile, "06_ablations", results_dir)))
 # (`experiments.sweeps`, each method's own value always included) measure whether the objective moved
 # (`loss_change`: relative change of the loss from the first to the last logged window; `result` says
 # `did not train` below the thresholds of `ulma.stats.did_not_train`) and the validation perplexity ↓ and
-# headline preference accuracy ↑ (no generation: the judge is for the test set). **The rule**: per family,
-# the smallest β and learning rate whose runs train (no `did not train`) and whose headline preference
-# accuracy is highest, ties broken towards the lower validation perplexity; S is the matched budget itself.
-# The values chosen go into the profile (`ulma/profiles/mini.yaml`, with a comment citing this table).
+# headline preference accuracy ↑ (no generation: the judge is for the test set). **The rule**
+# (`report.calibration_choice`, the second table): per family, among the runs that trained (no
+# `did not train`), the highest headline preference accuracy on `mini_valid`, then the lower validation
+# perplexity, then the smaller β and learning rate; S is the matched budget itself. The values chosen go
+# into the profile (`ulma/profiles/mini.yaml`, with a comment citing this table).
 
 # %%
 experiments.run_grid(profile, "06_calibration", datasets, None, seeds, force=force, results_dir=results_dir, train=train)
 calibration = (report.make_table(profile, "06_calibration", results_dir) if train
                else report.experiment_table(profile, "06_calibration", results_dir))
-display(Markdown(report.to_markdown(calibration) if len(calibration) else
-                 "No calibration runs recorded at this profile yet: run the notebook with `train = True`."))
+if len(calibration):
+    display(Markdown(report.to_markdown(calibration)))
+    display(Markdown(report.to_markdown(report.calibration_choice(calibration))))
+else:
+    display(Markdown("No calibration runs recorded at this profile yet: run the notebook with `train = True`."))
 
 # %% [markdown]
 # ## Runs

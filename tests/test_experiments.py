@@ -384,3 +384,24 @@ def test_tables_flag_a_run_that_did_not_train(fake, tiny, tmp_path):
     table = report.experiment_table("tiny", "04_ulma", results).set_index("method")
     assert table.loc["pointwise_dpo", "result"].startswith("did not train (1 of 1 seeds)")
     assert table.loc["ulma", "result"] == "ok"
+
+
+def test_calibration_choice_follows_the_stated_rule():
+    """Per family: trained runs only, highest headline accuracy, then lower perplexity, then smaller β, lr."""
+    table = pd.DataFrame([
+        # point-wise DPO: the best accuracy (0.70) did not train -> excluded; 0.62 twice -> lower perplexity
+        ("pointwise_dpo@learning_rate=0.0002,beta=0.1", 2e-4, 0.1, 0.70, 15.0, "did not train (1 of 1 seeds): x"),
+        ("pointwise_dpo@learning_rate=0.0002,beta=1", 2e-4, 1.0, 0.62, 14.0, "ok"),
+        ("pointwise_dpo@learning_rate=0.0005,beta=2", 5e-4, 2.0, 0.62, 13.5, "ok"),
+        ("pointwise_dpo@learning_rate=0.0005,beta=0.5", 5e-4, 0.5, 0.55, 12.0, "ok"),
+        # DPO: a tie on both measurements -> the smaller beta
+        ("dpo@learning_rate=0.0002,beta=0.5", 2e-4, 0.5, 0.60, 14.0, "ok"),
+        ("dpo@learning_rate=0.0002,beta=0.1", 2e-4, 0.1, 0.60, 14.0, "ok"),
+        # SFT: nothing trained -> no values
+        ("sft@learning_rate=0.0002", 2e-4, 0.1, 0.5, 14.0, "did not train (1 of 1 seeds): y"),
+    ], columns=["method", "learning_rate", "beta", "preference_accuracy_headline", "perplexity", "result"])
+    chosen = report.calibration_choice(table).set_index("method")
+    assert chosen.loc["pointwise_dpo", ["learning_rate", "beta", "perplexity"]].tolist() == [5e-4, 2.0, 13.5]
+    assert chosen.loc["pointwise_dpo", "runs"] == 4 and chosen.loc["pointwise_dpo", "trained"] == 3
+    assert chosen.loc["dpo", "beta"] == 0.1
+    assert chosen.loc["sft", "trained"] == 0 and math.isnan(chosen.loc["sft", "beta"])

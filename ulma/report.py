@@ -259,6 +259,30 @@ def make_table(profile: str, experiment: str, results_dir: str = "results") -> p
     return table
 
 
+def calibration_choice(table: pd.DataFrame) -> pd.DataFrame:
+    """The calibration rule (docs/EXPERIMENTS.md, Calibration) applied to the ``06_calibration`` table: per
+    method family (the variant's method), among the runs that trained (``result`` ok) the highest headline
+    preference accuracy on the validation slice, then the lower validation perplexity, then the smaller β
+    and learning rate. One row per family: ``method``, ``learning_rate``, ``beta``, the two measurements,
+    ``runs`` (grid points) and ``trained`` (of them); a family none of whose runs trained has no values."""
+    rows = []
+    if table.empty:
+        return pd.DataFrame(columns=["method", "learning_rate", "beta", "preference_accuracy_headline", "perplexity",
+                                     "runs", "trained"])
+    family = table["method"].astype(str).str.split("@").str[0]
+    for method in dict.fromkeys(family):
+        group = table[family == method]
+        ok = group[(group["result"] == "ok") & group["preference_accuracy_headline"].notna()]
+        row = {"method": method, "learning_rate": math.nan, "beta": math.nan,
+               "preference_accuracy_headline": math.nan, "perplexity": math.nan, "runs": len(group), "trained": len(ok)}
+        if len(ok):
+            ranked = ok.assign(_acc=-ok["preference_accuracy_headline"], _ppl=ok["perplexity"].fillna(math.inf))
+            best = ranked.sort_values(["_acc", "_ppl", "beta", "learning_rate"], kind="mergesort").iloc[0]
+            row.update({k: best[k] for k in ("learning_rate", "beta", "preference_accuracy_headline", "perplexity")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 DATASET_TABLE_COLUMNS = DATASET_COLUMNS
 
 
