@@ -213,8 +213,10 @@ def test_figures_are_redrawn_from_results_alone(fake, tiny, tmp_path, monkeypatc
 
     monkeypatch.setattr(ulma.trainer, "train", no_training)
     figures = tmp_path / "copy" / "figures"
-    paths = report.draw_figures("tiny", copy, figures)
-    assert sorted(paths) == sorted(report.expected_figures("tiny", figures))
+    import ulma.figures
+
+    paths = ulma.figures.draw_figures("tiny", copy, figures)
+    assert sorted(paths) == sorted(ulma.figures.expected_figures("tiny", figures))
     assert all(p.stat().st_size > 1000 for p in paths)
 
 

@@ -36,6 +36,7 @@ ALL_METHODS = compared_methods()  # the main comparison's columns, in table orde
 BASE = "base"  # the untrained model's row (registry runner "none"), first in every comparison
 POINTWISE_ROWS_PER_EXAMPLE = 2  # a pair gives a point-wise positive and a point-wise negative
 BUDGET_LABELS = {"matched": "matched", "paper": "paper (same epochs)"}
+RLHF_RUNNER = "rlhf"  # the registry's runner of the RLHF pipeline: its PPO stage takes the budget (ulma.rlhf)
 
 
 # ------------------------------------------------------------------------------------------ definitions
@@ -287,7 +288,7 @@ def budget_overrides(profile: Profile, method: str, fraction: float = 1.0) -> tu
         return {}, {}
     steps, n = max(1, math.ceil(matched_steps(profile) * fraction)), sequences_per_step(profile)
     entry = get_method(method)
-    if entry.runner == "rlhf":
+    if entry.runner == RLHF_RUNNER:
         return {}, {"ppo_steps": steps, "rollout_batch_size": n}
     per_device = profile.train.per_device_train_batch_size
     if entry.data_kind == "pairwise":
@@ -306,7 +307,7 @@ def run_budget(profile: Profile, experiment: Experiment, run: Profile, method: s
     rule = profile.experiments.budget if experiment.comparison else "paper"
     if entry.runner == "none":
         return {"rule": rule, "label": "untrained", "steps": 0, "sequences_per_step": 0}
-    if entry.runner == "rlhf":
+    if entry.runner == RLHF_RUNNER:
         steps, n = run.rlhf.ppo_steps, run.rlhf.rollout_batch_size
     else:
         steps = run.train.max_steps if run.train.max_steps > 0 else None

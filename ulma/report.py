@@ -2,7 +2,7 @@
 
 ``collect`` reads an experiment's run JSONs into a DataFrame (one row per run), ``summarize`` folds seeds
 into mean and std, ``write_table`` writes ``results/<profile>/tables/<name>.{csv,md}``, and the
-``figure_*`` functions draw ``figures/<profile>/*.png``; ``draw_figures`` draws every one (notebook 08).
+figures are `ulma.figures`' (which imports this module, never the other way round).
 Rows that were not measured keep their place: the tables say ``not measured: <reason>`` (a dataset that
 cannot be had here), ``n/a: <reason>`` (a method that does not apply) or ``failed: <error>``; a figure
 without data says so in its panel instead of disappearing.
@@ -18,7 +18,7 @@ import pandas as pd
 
 from ulma import claims, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
-from ulma.catalog import EXPERIMENTS, budget_of
+from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
 from ulma.losses import METHODS
 from ulma.store import as_profile, resolve_path
 
@@ -150,7 +150,7 @@ def _budget_and_training(record: dict) -> dict[str, Any]:
     if n is None and method is not None and method.runner == "offline" and "per_device_train_batch_size" in train:
         n = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
         n *= 2 if method.data_kind == "pairwise" else 1
-    if n is None and method is not None and method.runner == "rlhf":
+    if n is None and method is not None and method.runner == RLHF_RUNNER:
         n = _get(record, "config.rlhf.rollout_batch_size")
     out = {"budget": budget["label"], "sequences_per_step": n, "loss_change": None, "training_problem": None}
     if record.get("status") != "done":
@@ -304,17 +304,3 @@ def weights_at(profile: str, log_ratio: float = 0.0, results_dir: str = "results
         for row in at[at["method"] == method].itertuples():
             lines.append(f"{method:22s} {row.sample:9s} {round(row.weight, 4) + 0.0:+.4f}")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------- figures moved to ulma.figures
-_MOVED_TO_FIGURES = {"draw_figures", "expected_figures", "pipeline_stages", "RLHF_STAGES", "FIGURES"}
-
-
-def __getattr__(name: str):
-    """``report.draw_figures`` & co. still work (the figures live in ulma.figures, which imports this
-    module: a lazy lookup avoids the import cycle)."""
-    if name in _MOVED_TO_FIGURES:
-        from ulma import figures
-
-        return getattr(figures, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
