@@ -187,7 +187,6 @@ READ_METRICS = {
     "07_efficiency": ["train_s", "tokens_per_s", "peak_memory_mb"],
 }
 WEAK_JUDGE = 0.7  # below this held-out agreement with human labels, a judge's win rate is weak evidence
-STILL_LOSS = 0.01  # a loss that moved by less than this fraction of its first logged value barely trained
 
 
 def _num(value: float) -> str:
@@ -216,23 +215,6 @@ def _metric_reading(table: pd.DataFrame, metric: str) -> str:
     return text
 
 
-def _still_runs(profile, experiment: str, dataset: str, results_dir) -> list[str]:
-    """Methods whose logged training loss moved by less than STILL_LOSS of its first value (seed 0)."""
-    folder = resolve_path(results_dir) / _profile_name(profile) / EXPERIMENTS[experiment].name
-    still = []
-    for path in sorted(folder.glob(f"{dataset}__*__seed0.json")):
-        record = _record(path)
-        frame = training_history(record) if record.get("status") == "done" else pd.DataFrame()
-        key = next((k for k in ("loss", "policy_loss") if k in frame and frame[k].notna().sum() >= 2), None)
-        if key is None:
-            continue
-        losses = frame[key].dropna()
-        first, last = losses.iloc[0], losses.iloc[-1]
-        if first != 0 and abs(last - first) < STILL_LOSS * abs(first):
-            still.append(f"{method_name(record['method'])} ({first:.4g} → {last:.4g})")
-    return still
-
-
 def reading(profile, experiment: str, results_dir="results") -> str:
     """The closing "Reading the result" of a notebook, computed from its results (Markdown): per dataset,
     the best method on each metric and whether the 95 % intervals separate it from the next, the runs
@@ -248,6 +230,13 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         part = runs[runs["dataset"] == dataset]
         done = part[part["status"] == "done"]
         if done.empty:
+            continue
+        # a run whose objective did not move (ulma.claims.training_problem) is named, never ranked
+        stuck = done[done["training_problem"].notna()] if "training_problem" in done else done.iloc[:0]
+        done = done[~done.index.isin(stuck.index)]
+        if done.empty:
+            parts.append(f"**{dataset_name(dataset)}**: no run trained: "
+                         + ", ".join(sorted({method_name(m) for m in stuck["method"]})) + " did not train.")
             continue
         seeds = done.groupby("method")["seed"].nunique()
         head = f"**{dataset_name(dataset)}**: {done['method'].nunique()} methods measured, "
@@ -271,10 +260,10 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         if judged_metrics and len(accuracy) and accuracy.mean() < WEAK_JUDGE:
             lines.append(f"- The judge agrees with human labels on only {accuracy.mean():.1%} of held-out pairs "
                          f"(below {WEAK_JUDGE:.0%}): its win rates are weak evidence of harmlessness.")
-        still = _still_runs(profile, experiment, dataset, results_dir)
-        if still:
-            lines.append(f"- Training loss moved by less than {STILL_LOSS:.0%} of its start: " + ", ".join(still)
-                         + ". These rows are close to the untrained model.")
+        if len(stuck):
+            lines.append("- **Did not train** (objective below the thresholds of `ulma.stats.did_not_train`; not "
+                         "ranked above): " + ", ".join(sorted({method_name(m) for m in stuck["method"]}))
+                         + ". These rows are the base model in disguise.")
         parts.append("\n".join(lines))
     missing = _not_measured(runs)
     if missing:
