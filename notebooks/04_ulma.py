@@ -55,29 +55,46 @@ notebook.setup()
 # %%
 notebook.setup_differences(profile, results_dir)
 # %% [markdown]
+# **Budget.** Within this comparison every method takes the same number of optimizer steps with the same
+# number of sequences per step (`experiments.budget: matched`): point-wise methods N rows per step, DPO N/2
+# pairs (N sequences), SFT N positives per step for as many steps as ULMA takes — it cycles its positives —
+# and RLHF as many PPO iterations of N rollouts. The paper's protocol (the same number of epochs, so SFT
+# sees its positives half as often as ULMA) stays available as `--set experiments.budget=paper`; the table's
+# `budget` column says which one each row used.
+
+# %%
+display(Markdown(notebook.budget_text(profile, "04_ulma", results_dir)))
+
+# %% [markdown]
 # ## Runs
 #
 # Every method on each dataset and seed. With `train = False` (the default) nothing is trained: the cell reads the run records under
 # `results/<profile>/04_ulma/` and the notebook shows them within a minute. With `train = True` (what
-# `python -m ulma reproduce` passes) every run without a record is trained and evaluated — at `mini`
+# `python -m ulma reproduce` passes) the cell first prints the planned runs and their estimated time, then every run without a record is trained and evaluated — at `mini`
 # tens of minutes per run on a 2-core CPU — and the table is rewritten; a record made with the same config
 # is never trained twice.
 
 # %%
-if train:
-    experiments.run_grid(profile, "04_ulma", datasets, methods, seeds, force=force, results_dir=results_dir)
-    report.make_table(profile, "04_ulma", results_dir)
-table = report.experiment_table(profile, "04_ulma", results_dir)
+experiments.run_grid(profile, "04_ulma", datasets, methods, seeds, force=force, results_dir=results_dir, train=train)
+table = report.make_table(profile, "04_ulma", results_dir) if train else report.experiment_table(profile, "04_ulma", results_dir)
 display(Markdown(report.to_markdown(table)))
 
 # %% [markdown]
-# **How to read the table.** One row per dataset and method, the mean over `seeds` finished seeds
-# (`± std` when there are several). `perplexity` ↓ is that of the held-out chosen replies under the trained
-# policy; `preference_accuracy` ↑ how often the method's own implicit reward (log-likelihood for SFT) ranks
-# the chosen reply above the rejected one (0.5 = chance); `win_rate` ↑ and `win` / `tie` / `lose` are the
-# judge's verdicts on the policy's greedy reply against the dataset's chosen reply; `judge_accuracy` is
-# the judge's own agreement with held-out human labels, the ceiling on what its verdicts can tell.
-# `result` says why a row has no numbers (`not measured: <reason>`, `n/a: <reason>`).
+# **How to read the table.** One row per dataset and method, the base model (untrained) first; the mean
+# over `seeds` finished seeds (`± std` when there are several). `budget`, `steps` and `sequences_per_step`
+# say how much each run trained (records made before budgets were matched say `paper (same epochs)`).
+# `perplexity` ↓ is that of the held-out chosen replies under the trained policy.
+# `preference_accuracy_headline` ↑ ranks **every method by one rule**: a held-out pair counts as right when
+# the chosen reply's token-mean log-likelihood ratio to the base model exceeds the rejected reply's (ties ½;
+# the base model scores exactly 0.5); `preference_accuracy` ↑ is each method's own implicit reward (β·log-ratio,
+# summed for DPO, token-mean for the point-wise methods; log-likelihood for SFT), not comparable across
+# methods. `lc_win_rate` ↑ is the judge's win rate against the dataset's chosen reply read at zero length
+# difference (a logistic regression of the verdict on the length gap), beside the raw `win_rate` and
+# `win` / `tie` / `lose`; `truncated_fraction` is the share of replies that hit the token budget and
+# `mean_reply_tokens` their mean length; `judge_accuracy` is the judge's own agreement with held-out human
+# labels, the ceiling on what its verdicts can tell. `result` says `did not train` when a run's objective
+# did not move past the thresholds of `ulma.stats.did_not_train` (such a row is not ranked), or why a row
+# has no numbers (`not measured: <reason>`, `n/a: <reason>`).
 # %% [markdown]
 # ## Figure: quality per method
 #
@@ -132,3 +149,4 @@ notebook.sample_generations(profile, "04_ulma", "hh", n=3, results_dir=results_d
 
 # %%
 display(Markdown(notebook.reading(profile, "04_ulma", results_dir)))
+display(Markdown(notebook.claims_reading(profile, "04_ulma", results_dir)))

@@ -61,15 +61,13 @@ notebook.setup_differences(profile, results_dir)
 #
 # Every method on HH (reused from notebook 04 when it ran first). With `train = False` (the default) nothing is trained: the cell reads the run records under
 # `results/<profile>/07_efficiency/` and the notebook shows them within a minute. With `train = True` (what
-# `python -m ulma reproduce` passes) every run without a record is trained and evaluated — at `mini`
+# `python -m ulma reproduce` passes) the cell first prints the planned runs and their estimated time, then every run without a record is trained and evaluated — at `mini`
 # tens of minutes per run on a 2-core CPU — and the table is rewritten; a record made with the same config
 # is never trained twice.
 
 # %%
-if train:
-    experiments.run_grid(profile, "07_efficiency", datasets, methods, seeds, force=force, results_dir=results_dir)
-    report.make_table(profile, "07_efficiency", results_dir)
-table = report.experiment_table(profile, "07_efficiency", results_dir)
+experiments.run_grid(profile, "07_efficiency", datasets, methods, seeds, force=force, results_dir=results_dir, train=train)
+table = report.make_table(profile, "07_efficiency", results_dir) if train else report.experiment_table(profile, "07_efficiency", results_dir)
 display(Markdown(report.to_markdown(table)))
 
 # %% [markdown]
@@ -104,3 +102,4 @@ fig
 
 # %%
 display(Markdown(notebook.reading(profile, "07_efficiency", results_dir)))
+display(Markdown(notebook.claims_reading(profile, "07_efficiency", results_dir)))

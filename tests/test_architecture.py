@@ -27,11 +27,11 @@ LAYERS = [
     {"rlhf", "loss_trainer"},
     {"trainer"},
     {"evaluation", "judges"},
-    {"catalog", "store", "analysis"},  # the experiment layer starts here
+    {"catalog", "store", "analysis", "claims"},  # the experiment layer starts here
     {"grid"},
-    {"report", "reproduce", "figures", "claims"},
+    {"report", "reproduce"},
     {"experiments"},
-    {"notebook"},  # what the notebooks show besides figures: reads the experiment layer's front door
+    {"figures", "notebook"},
     {"cli", "__main__"},
 ]
 EXPERIMENT_LAYER = set().union(*LAYERS[7:12])

@@ -289,7 +289,7 @@ def test_grouped_holdout_depends_only_on_content():
     [
         (("hhh", "sft"), {}, r"unknown dataset 'hhh'; valid: \['golden_hh', 'hh', 'qa_feedback', 'red_team'\]"),
         (("hh", "pairs"), {}, r"unknown view 'pairs'; valid: \['sft', 'pairwise', 'pointwise'\]"),
-        (("hh", "sft", "dev"), {}, r"unknown split 'dev'; valid: \['train', 'test', 'mini_train', 'mini_test'\]"),
+        (("hh", "sft", "dev"), {}, r"unknown split 'dev'; valid: \['train', 'test', 'mini_train', 'mini_test', 'mini_valid'\]"),
         (("hh", "sft"), {"labels": "binary"}, r"do not apply to hh; its options: \['on_bad_row'\]"),
         (("qa_feedback", "sft"), {"labels": "soft"}, r"labels='soft' is not one of \['binary', 'continuous'\]"),
         (("hh", "sft"), {"on_bad_row": "ignore"}, r"is not one of \['skip', 'raise'\]"),

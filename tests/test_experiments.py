@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ulma import experiments, grid, report
-from ulma.config import load_profile
+from ulma import catalog, experiments, grid, report
+from ulma.config import ConfigError, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,8 @@ class FakeRuns:
         (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
         seed = prof.train.seed
         metrics = {"train": {"loss": 1.0 + seed, "wall_time_s": 2.0, "tokens_per_s": 100.0 + seed,
-                             "peak_memory_mb": 50.0, "global_step": 4, "policy_forward_calls": 4,
+                             "peak_memory_mb": 50.0, "policy_forward_calls": 4,
+                             "global_step": prof.train.max_steps if prof.train.max_steps > 0 else 4,
                              "reference_forward_calls": 0}}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         return metrics
@@ -165,7 +166,7 @@ def test_tables_fold_seeds_into_mean_and_std(fake, tiny, tmp_path):
     csv = pd.read_csv(results / "tiny" / "tables" / "04_ulma.csv")
     assert list(csv.columns) == list(table.columns) and len(csv) == 4
     md = (results / "tiny" / "tables" / "04_ulma.md").read_text()
-    assert "| hh | ulma | 2 | 10.5 ± 0.71 |" in md
+    assert "| hh | ulma | 2 | matched | 6 | 4 | 10.5 ± 0.71 |" in md  # budget: S = 6 steps of N = 4 sequences
     assert "n/a: red_team has no pairwise view" in md
     assert md.count("\n") == 2 + 4
 
@@ -177,7 +178,7 @@ def test_sweeps_and_ablation_variants_come_from_data(tiny):
     assert {"sft", "positive_dpo", "negative_dpo", "negative_unlikelihood"} <= set(variants)
     fewer = tiny.override({"experiments.methods": ["sft", "ulma"]})
     assert "pointwise_dpo@c=0.5" not in experiments.get_experiment("06").variants_for(fewer)
-    assert experiments.get_experiment("04").variants_for(fewer).keys() == {"sft", "ulma"}
+    assert experiments.get_experiment("04").variants_for(fewer).keys() == {"base", "sft", "ulma"}  # base always
 
 
 def test_run_profile_folds_overrides(tiny):
@@ -212,8 +213,10 @@ def test_figures_are_redrawn_from_results_alone(fake, tiny, tmp_path, monkeypatc
 
     monkeypatch.setattr(ulma.trainer, "train", no_training)
     figures = tmp_path / "copy" / "figures"
-    paths = report.draw_figures("tiny", copy, figures)
-    assert sorted(paths) == sorted(report.expected_figures("tiny", figures))
+    import ulma.figures
+
+    paths = ulma.figures.draw_figures("tiny", copy, figures)
+    assert sorted(paths) == sorted(ulma.figures.expected_figures("tiny", figures))
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
@@ -293,19 +296,114 @@ def test_a_partial_run_without_config_is_restarted_not_refused(fake, tiny, tmp_p
     assert fake.trained[-1][-1] is False and not (run_dir / "checkpoints").exists()  # started over, no resume
 
 
-def test_the_committed_mini_results_are_still_read_and_keep_their_hashes():
-    """The results JSON schema is unchanged: the report reads results/mini, and every committed record's
-    config hash is what the grid computes today (so `reproduce` retrains nothing)."""
+def test_the_committed_mini_results_are_still_read_and_labelled_with_their_budget():
+    """The committed mini records predate matched budgets: the report still reads them, labels them
+    `paper (same epochs)` with the steps they took, and flags the runs whose objective did not move. Their
+    config hashes differ from the matched-budget configs (the grid reruns them), except none by accident."""
     from ulma import catalog, store
 
     table = report.experiment_table("mini", "04_ulma")
     hh = table[table["dataset"] == "hh"]
     assert list(hh["method"]) == list(catalog.ALL_METHODS) and hh["perplexity"].notna().all()
+    assert set(hh["budget"]) == {"paper (same epochs)"}
+    steps = dict(zip(hh["method"], hh["steps"]))
+    assert steps["sft"] == 32 and steps["ulma"] == 64  # the unequal budget the matched rule removes
+    flagged = hh[hh["result"].str.startswith(report.DID_NOT_TRAIN)]
+    assert "pointwise_dpo" in set(flagged["method"])  # loss 1.3864 -> 1.3869: did not train
     prof = store.as_profile("mini")
-    records = [json.loads(p.read_text()) for p in sorted((ROOT / "results" / "mini").glob("0[3-7]*/*.json"))]
-    records = [r for r in records if r.get("status") == "done"]
-    assert records
-    for r in records:
-        exp = catalog.get_experiment(r["experiment"])
-        key = grid._identify(prof, exp, r["dataset"], r["method"], r["seed"], "results", r["data_dir"])[4]
-        assert key == r["config_hash"], (r["experiment"], r["dataset"], r["method"])
+    r = json.loads((ROOT / "results" / "mini" / "04_ulma" / "hh__ulma__seed0.json").read_text())
+    key = grid._identify(prof, catalog.get_experiment("04_ulma"), "hh", "ulma", 0, "results", r["data_dir"])[4]
+    assert key != r["config_hash"]
+
+
+def test_matched_budget_gives_every_method_the_same_steps_and_sequences(tiny):
+    mini = load_profile("mini")
+    assert mini.experiments.budget == "matched"
+    exp = experiments.get_experiment("04_ulma")
+    steps, sequences = {}, {}
+    for method in ("sft", "dpo", "pointwise_dpo", "ulma", "kto", "rlhf"):
+        run = experiments.run_profile(mini, exp, "hh", experiments.Variant(method), 0)
+        budget = catalog.run_budget(mini, exp, run, method)
+        steps[method], sequences[method] = budget["steps"], budget["sequences_per_step"]
+        if method != "rlhf":
+            assert run.train.max_steps == budget["steps"]
+    # S = 256 pairs x 2 point-wise rows x 1 epoch / 8 sequences = 64; DPO 4 pairs = 8 sequences
+    assert set(steps.values()) == {64} and set(sequences.values()) == {8}
+    assert experiments.run_profile(mini, exp, "hh", experiments.Variant("dpo"), 0).train.per_device_train_batch_size == 4
+    assert experiments.run_profile(mini, exp, "hh", experiments.Variant("rlhf"), 0).rlhf.ppo_steps == 64
+    # the paper's protocol as a named variant: same epochs, no step count set
+    paper = mini.override({"experiments.budget": "paper"})
+    run = experiments.run_profile(paper, exp, "hh", experiments.Variant("sft"), 0)
+    assert run.train.max_steps == -1 and catalog.run_budget(paper, exp, run, "sft")["label"] == "paper (same epochs)"
+    with pytest.raises(ConfigError, match="experiments.budget"):
+        mini.override({"experiments.budget": "same"})
+    odd = mini.override({"train.per_device_train_batch_size": 7})
+    with pytest.raises(ValueError, match="must be even"):
+        catalog.budget_overrides(odd, "dpo")
+
+
+def test_base_row_comes_first_and_calibration_uses_a_validation_slice(tiny):
+    for name in ("03_pointwise_dpo", "04_ulma", "05_golden_hh", "06_ablations"):
+        assert list(experiments.get_experiment(name).variants_for(tiny))[0] == "base", name
+    mini = load_profile("mini")
+    cal = experiments.get_experiment("06_calibration")
+    variants = cal.variants_for(mini)
+    # lr {2e-4 (the profile's), 5e-4} x beta {0.1, 0.5, 2} ∪ {each family's own}: DPO 0.1, point-wise 1.0
+    assert sum(label.startswith("dpo@") for label in variants) == 2 * 3
+    assert sum(label.startswith("pointwise_dpo@") for label in variants) == 2 * 4
+    assert variants["pointwise_dpo@learning_rate=0.0005,beta=1"].overrides == {"learning_rate": 5e-4, "beta": 1.0}
+    run = experiments.run_profile(mini, cal, "hh", variants["dpo@learning_rate=0.0005,beta=2"], 0)
+    assert run.eval.test_split == "mini_valid" and run.train.train_split == "mini_train"
+    assert run.train.max_steps == 32 and run.train.learning_rate == 5e-4 and run.train.beta == 2.0  # half of S
+
+
+def test_validation_slice_is_the_tail_of_mini_train_and_never_mini_test():
+    from ulma import data
+
+    hh_train = data.load("hh", "pairwise", "mini_train", "fixtures")
+    valid = data.load("hh", "pairwise", "mini_valid", "fixtures")
+    test = data.load("hh", "pairwise", "mini_test", "fixtures")
+    prompts = lambda rows: {json.dumps(r["prompt"]) + r["chosen"] for r in rows}  # noqa: E731
+    assert len(valid) >= 1 and prompts(valid) <= prompts(hh_train) and not prompts(valid) & prompts(test)
+    # the runs train on mini_train's first max_train_examples (24 at tiny): none of them is a validation row
+    trained = hh_train.filter(lambda r: r["source_index"] < load_profile("tiny").train.max_train_examples)
+    assert not prompts(valid) & prompts(trained)
+
+
+def test_tables_flag_a_run_that_did_not_train(fake, tiny, tmp_path):
+    results = tmp_path / "results"
+    experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "pointwise_dpo"], [0], results_dir=results)
+    path = results / "tiny" / "04_ulma" / "hh__pointwise_dpo__seed0.json"
+    record = json.loads(path.read_text())
+    # point-wise DPO's committed mini run: 2 ln 2 barely moved, rewards ~0.002
+    record["metrics"]["train"]["objective"] = {"start": {"loss": 1.3864, "rewards/positive": 0.0},
+                                               "end": {"loss": 1.3869, "rewards/positive": 0.002}}
+    path.write_text(json.dumps(record))
+    ulma_path = results / "tiny" / "04_ulma" / "hh__ulma__seed0.json"
+    record = json.loads(ulma_path.read_text())
+    record["metrics"]["train"]["objective"] = {"start": {"loss": 2.5}, "end": {"loss": 2.0}}
+    ulma_path.write_text(json.dumps(record))
+    table = report.experiment_table("tiny", "04_ulma", results).set_index("method")
+    assert table.loc["pointwise_dpo", "result"].startswith("did not train (1 of 1 seeds)")
+    assert table.loc["ulma", "result"] == "ok"
+
+
+def test_calibration_choice_follows_the_stated_rule():
+    """Per family: trained runs only, highest headline accuracy, then lower perplexity, then smaller β, lr."""
+    table = pd.DataFrame([
+        # point-wise DPO: the best accuracy (0.70) did not train -> excluded; 0.62 twice -> lower perplexity
+        ("pointwise_dpo@learning_rate=0.0002,beta=0.1", 2e-4, 0.1, 0.70, 15.0, "did not train (1 of 1 seeds): x"),
+        ("pointwise_dpo@learning_rate=0.0002,beta=1", 2e-4, 1.0, 0.62, 14.0, "ok"),
+        ("pointwise_dpo@learning_rate=0.0005,beta=2", 5e-4, 2.0, 0.62, 13.5, "ok"),
+        ("pointwise_dpo@learning_rate=0.0005,beta=0.5", 5e-4, 0.5, 0.55, 12.0, "ok"),
+        # DPO: a tie on both measurements -> the smaller beta
+        ("dpo@learning_rate=0.0002,beta=0.5", 2e-4, 0.5, 0.60, 14.0, "ok"),
+        ("dpo@learning_rate=0.0002,beta=0.1", 2e-4, 0.1, 0.60, 14.0, "ok"),
+        # SFT: nothing trained -> no values
+        ("sft@learning_rate=0.0002", 2e-4, 0.1, 0.5, 14.0, "did not train (1 of 1 seeds): y"),
+    ], columns=["method", "learning_rate", "beta", "preference_accuracy_headline", "perplexity", "result"])
+    chosen = report.calibration_choice(table).set_index("method")
+    assert chosen.loc["pointwise_dpo", ["learning_rate", "beta", "perplexity"]].tolist() == [5e-4, 2.0, 13.5]
+    assert chosen.loc["pointwise_dpo", "runs"] == 4 and chosen.loc["pointwise_dpo", "trained"] == 3
+    assert chosen.loc["dpo", "beta"] == 0.1
+    assert chosen.loc["sft", "trained"] == 0 and math.isnan(chosen.loc["sft", "beta"])

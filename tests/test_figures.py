@@ -236,11 +236,13 @@ def test_reading_names_the_best_method_and_whether_the_intervals_separate_it(res
     assert "One seed per method" in text and "judge agrees with human labels on only 60.0%" in text
     assert "Not measured: Red-team: not measured" in text
     _write(tmp_path, "04_ulma", "hh", "ulma", wins=60, judge_accuracy=0.9)
-    _write(tmp_path, "04_ulma", "hh", "sft", wins=10, judge_accuracy=0.9, history=_history([1.3863, 1.3864]))
+    _write(tmp_path, "04_ulma", "hh", "kto", wins=10, judge_accuracy=0.9, history=_history([1.0, 0.8]))
+    # SFT's loss did not move (1.3863 -> 1.3864): named as not trained, never ranked, though it would be best
+    _write(tmp_path, "04_ulma", "hh", "sft", wins=63, judge_accuracy=0.9, history=_history([1.3863, 1.3864]))
     clear = notebook.reading("tiny", "04_ulma", tmp_path)
-    assert "best ULMA 0.938" in clear and "Their 95 % intervals do not overlap." in clear
+    assert "best ULMA 0.938" in clear and "next KTO 0.156" in clear and "Their 95 % intervals do not overlap." in clear
     assert "judge agrees" not in clear  # 90 % is not a weak judge
-    assert "moved by less than 1% of its start: SFT (1.386 → 1.386)" in clear
+    assert "**Did not train**" in clear and "not ranked above): SFT." in clear
 
 
 def test_reading_without_runs_says_how_to_get_them(tmp_path):

@@ -34,7 +34,7 @@ def _in_sync(ipynb: Path, twin: Path) -> None:
 
 
 def test_notebooks_are_paired_with_their_py_twin_and_in_sync():
-    assert [p.stem.split("_")[0] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 9)]
+    assert [p.stem.split("_")[0] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 10)]
     assert not (ROOT / "notebooks" / "make_notebooks.py").exists()  # the pairs are the source now
     for path in NOTEBOOKS:
         twin = path.with_suffix(".py")
@@ -73,9 +73,15 @@ def test_training_notebooks_train_nothing_unless_asked(stem):
     declared = {p["name"]: p["default"] for p in papermill.inspect_notebook(str(nb_path)).values()}
     assert declared["train"] == "False"  # "Run All" on a fresh clone shows the committed results
     calls = [c.source for c in nbformat.read(nb_path, as_version=4).cells if "run_grid(" in c.source]
-    assert len(calls) == 1 and calls[0].startswith("if train:"), calls
+    # one grid call per experiment the notebook runs (06: the calibration, then the ablations), each told
+    # whether to train by the parameter: train=False reports the records and plans nothing
+    assert len(calls) == (2 if stem == "06_ablations" else 1), calls
+    assert all("train=train" in c and "if train:" not in c for c in calls), calls
     text = " ".join(c.source for c in nbformat.read(nb_path, as_version=4).cells)
     assert "## Reading the result" in text and "notebook.reading(" in text  # the closing reading is computed
+    assert "notebook.claims_reading(" in text  # with the verdicts of the paper's claims it covers
+    if stem != "07_efficiency":
+        assert "**Budget.**" in text and "notebook.budget_text(" in text  # how the budget is matched, said
 
 
 def test_dataset_notebook_reads_the_committed_statistics_by_default():
@@ -136,9 +142,15 @@ def test_every_notebook_runs_on_tiny(tmp_path):
         assert png.stat().st_size > 1000, png
         assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF"), png.with_suffix(".pdf")
     tables = tmp_path / "results" / "tiny" / "tables"
-    assert {p.stem for p in tables.glob("*.md")} >= {"01_datasets", *TRAINING}
+    assert {p.stem for p in tables.glob("*.md")} >= {"01_datasets", *TRAINING, "06_calibration"}
     for name in TRAINING:  # each table has its documented columns first
         columns = list(pd.read_csv(tables / f"{name}.csv").columns)
         assert columns[: len(report.TABLE_COLUMNS[name])] == report.TABLE_COLUMNS[name], name
     assert "n/a: red_team has no pairwise view" in (tables / "04_ulma.md").read_text()  # DPO on red-team
+    main = pd.read_csv(tables / "04_ulma.csv")
+    hh = main[main["dataset"] == "hh"]
+    assert hh["method"].iloc[0] == "base" and set(hh["budget"].iloc[1:]) == {"matched"}
+    assert hh["steps"].iloc[1:].dropna().nunique() == 1 and set(hh["sequences_per_step"].iloc[1:].dropna()) == {4}
+    calibration = pd.read_csv(tables / "06_calibration.csv")  # run by notebook 06 on mini_valid
+    assert len(calibration) >= 3 and list(calibration.columns[:4]) == ["dataset", "method", "learning_rate", "beta"]
     assert report.weights_at("tiny", 0.0, tmp_path / "results") == expected_weights_at_zero()

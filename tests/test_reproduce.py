@@ -10,11 +10,13 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from ulma import claims
 from ulma import reproduce as runner
+from ulma.config import load_profile
 
 
-def _notebook(path, body):
-    params = new_code_cell('profile = "mini"\nresults_dir = "results"\nfigures_dir = "figures"\nforce = False',
+def _notebook(path, body, extra=""):
+    params = new_code_cell('profile = "mini"\nresults_dir = "results"\nfigures_dir = "figures"\nforce = False' + extra,
                            metadata={"tags": ["parameters"]})
     nb = new_notebook(cells=[params, new_code_cell(body)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -27,7 +29,8 @@ def test_reproduce_runs_in_order_logs_and_resumes(tmp_path, monkeypatch, capsys)
     folder.mkdir()
     _notebook(folder / "01_first.ipynb", "from pathlib import Path\n"
                                          "Path(results_dir, 'seen.txt').write_text(profile)")
-    _notebook(folder / "02_second.ipynb", "assert force is False\nx = list(range(10**6))")
+    _notebook(folder / "02_second.ipynb", "assert force is False and train is True\nx = list(range(10**6))",
+              extra="\ntrain = False")
     monkeypatch.setattr(runner, "notebooks_dir", lambda: folder)
     results = tmp_path / "results"
 
@@ -39,6 +42,17 @@ def test_reproduce_runs_in_order_logs_and_resumes(tmp_path, monkeypatch, capsys)
     assert nbformat.read(executed, as_version=4).metadata.papermill.parameters["profile"] == "tiny"
     log = json.loads((results / "tiny" / "reproduce_log.json").read_text())
     assert set(log["notebooks"]) == {"01_first", "02_second"} and log["versions"]["python"]
+    # each notebook got exactly the parameters it declares, and the log and the executed copy say the same
+    for stem in ("01_first", "02_second"):
+        injected = dict(nbformat.read(results / "tiny" / "notebooks" / f"{stem}.ipynb", as_version=4).metadata.papermill.parameters)
+        assert injected == log["notebooks"][stem]["parameters"]
+    assert "train" not in log["notebooks"]["01_first"]["parameters"]
+    assert log["notebooks"]["02_second"]["parameters"]["train"] is True
+    # the claims table is written at the end: one row per claim, nothing measured here
+    claims_csv = results / "tiny" / "tables" / "claims.csv"
+    rows = claims_csv.read_text().splitlines()
+    assert len(rows) == 1 + len(claims.CLAIMS) and all("not measured" in r for r in rows[1:])
+    assert log["claims"]["csv"] == "tables/claims.csv"
     assert "peak RSS of the kernel" in capsys.readouterr().out
 
     again = runner.reproduce("tiny", results_dir=str(results))
@@ -60,3 +74,15 @@ def test_select_notebooks_by_number_or_name(tmp_path, monkeypatch):
     assert [p.stem for p in runner.select_notebooks("03,01_a")] == ["01_a", "03_c"]
     with pytest.raises(ValueError, match="no notebook"):
         runner.select_notebooks(["09"])
+
+
+def test_the_plan_of_the_selected_experiments_is_printed_before_training(tmp_path, capsys):
+    """`reproduce` prints the runs of each selected notebook's experiment (06: the calibration first) with
+    their estimated time; a stem that is no experiment (01, 09) plans nothing."""
+    prof = load_profile("tiny")
+    rows = runner.print_planned(prof, ["01_datasets", "06_ablations", "09_claims"], tmp_path / "results", False)
+    out = capsys.readouterr().out
+    assert out.index("[06_calibration] plan:") < out.index("[06_ablations] plan:") and "[01_datasets]" not in out
+    assert {r["experiment"] for r in rows} == {"06_calibration", "06_ablations"}
+    assert all(not r["done"] and r["estimate_s"] is None for r in rows)  # nothing recorded or measured yet
+    assert "cost unknown" in out

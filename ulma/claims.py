@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ulma import stats
+from ulma.data import SOURCES
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
 FAMILY_CONFIDENCE = 0.95  # joint level of a family of rows (Bonferroni: each row at 1 − 0.05/k)
@@ -193,8 +194,6 @@ def _get(record: Mapping, dotted: str) -> Any:
 
 def _labels(record: Mapping) -> str | None:
     """The QA-feedback label option of a run (the loader's default when the config does not set it)."""
-    from ulma.data import SOURCES
-
     explicit = (_get(record, "config.train.data_options") or {}).get("labels")
     if explicit is not None:
         return explicit

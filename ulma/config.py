@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from ulma.losses import METHODS
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 DTYPES = ("float32", "bfloat16", "float16")  # ulma.models.resolve_dtype; float64 is not a training dtype here
@@ -367,11 +369,12 @@ class ExperimentConfig(_Validated):
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # 06_ablations: TrainConfig field -> non-empty list of values, each checked like train.<field> (Profile)
     sweeps: dict[str, list[Any]] = field(default_factory=lambda: {"c": [0.0], "beta": [0.1]})
+    # how a comparison's training budget is set (ulma.catalog.budget_overrides, docs/EXPERIMENTS.md):
+    # "matched" (every method the same optimizer steps and sequences per step) | "paper" (same epochs)
+    budget: str = "paper"
 
     def validate(self) -> None:
-        from ulma.losses import METHODS  # torch: only once a profile is built, never for --help
-
-        known = (*METHODS, "rlhf")
+        known = tuple(METHODS)  # rlhf and base are registry entries too
         c = _Check(self, self.SECTION)
         c.texts("methods", what="method names")
         for name in self.methods:
@@ -391,6 +394,7 @@ class ExperimentConfig(_Validated):
             if not isinstance(values, dict):
                 raise ConfigError(f"{self.SECTION}.method_overrides.{method}",
                                   f" = {_show(values)}: must be a mapping of train fields")
+        c.choice("budget", ("matched", "paper"))
         c.mapping("sweeps")
         for name, values in self.sweeps.items():
             if not isinstance(values, list) or not values:

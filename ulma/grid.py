@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ulma import data
-from ulma.catalog import get_experiment, run_profile
+from ulma.catalog import get_experiment, run_budget, run_profile
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.losses import get_method
@@ -145,6 +145,7 @@ def run_one(
         "seed": seed,
         "overrides": dict(variant.overrides),
         "note": variant.note,
+        "budget": run_budget(prof, exp, rprof, variant.method),
         "config_hash": key,
         "config": config,
         "data_dir": resolved_data,
@@ -269,7 +270,7 @@ def run_grid(
         return [read_record(Path(p["path"])) or {**{k: p[k] for k in ("dataset", "method", "seed")},
                                                  "status": "not_run", "reason": "no record and train=False"}
                 for p in planned]
-    _print_plan(exp.name, planned)
+    print_plan(exp.name, planned)
     records, failures = [], []
     for dataset in datasets:
         for method in methods:
@@ -291,7 +292,7 @@ def run_grid(
     return records
 
 
-def _print_plan(name: str, planned: list[dict[str, Any]]) -> None:
+def print_plan(name: str, planned: list[dict[str, Any]]) -> None:
     todo = [p for p in planned if not p["done"]]
     known = [p["estimate_s"] for p in todo if p["estimate_s"] is not None]
     unknown = len(todo) - len(known)

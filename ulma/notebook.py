@@ -5,6 +5,8 @@ generations side by side, and the closing "Reading the result" computed from the
 writes, per dataset, the best method on each metric and whether the 95 % intervals of
 :mod:`ulma.figures` separate it from the next, the number of seeds, the judge's accuracy, the runs whose
 loss barely moved and what was not measured: numbers and wording both come from the results.
+:func:`claims_reading` adds the verdicts of the paper's claims a notebook covers (`ulma.claims`), and
+:func:`claims_table` is notebook 09's table; :func:`budget_text` says how a comparison's budget was set.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import warnings
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ulma import claims
+from ulma.catalog import budget_of, matched_steps, sequences_per_step
 from ulma.experiments import EXPERIMENTS, as_profile, resolve_path
 from ulma.figures import (CHANCE, HIGHER_IS_BETTER, LABELS, _in_table_order, _not_measured, _record, _runs,
                           dataset_name, method_name, summary, training_history)
@@ -183,7 +187,6 @@ READ_METRICS = {
     "07_efficiency": ["train_s", "tokens_per_s", "peak_memory_mb"],
 }
 WEAK_JUDGE = 0.7  # below this held-out agreement with human labels, a judge's win rate is weak evidence
-STILL_LOSS = 0.01  # a loss that moved by less than this fraction of its first logged value barely trained
 
 
 def _num(value: float) -> str:
@@ -212,23 +215,6 @@ def _metric_reading(table: pd.DataFrame, metric: str) -> str:
     return text
 
 
-def _still_runs(profile, experiment: str, dataset: str, results_dir) -> list[str]:
-    """Methods whose logged training loss moved by less than STILL_LOSS of its first value (seed 0)."""
-    folder = resolve_path(results_dir) / _profile_name(profile) / EXPERIMENTS[experiment].name
-    still = []
-    for path in sorted(folder.glob(f"{dataset}__*__seed0.json")):
-        record = _record(path)
-        frame = training_history(record) if record.get("status") == "done" else pd.DataFrame()
-        key = next((k for k in ("loss", "policy_loss") if k in frame and frame[k].notna().sum() >= 2), None)
-        if key is None:
-            continue
-        losses = frame[key].dropna()
-        first, last = losses.iloc[0], losses.iloc[-1]
-        if first != 0 and abs(last - first) < STILL_LOSS * abs(first):
-            still.append(f"{method_name(record['method'])} ({first:.4g} → {last:.4g})")
-    return still
-
-
 def reading(profile, experiment: str, results_dir="results") -> str:
     """The closing "Reading the result" of a notebook, computed from its results (Markdown): per dataset,
     the best method on each metric and whether the 95 % intervals separate it from the next, the runs
@@ -244,6 +230,13 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         part = runs[runs["dataset"] == dataset]
         done = part[part["status"] == "done"]
         if done.empty:
+            continue
+        # a run whose objective did not move (ulma.claims.training_problem) is named, never ranked
+        stuck = done[done["training_problem"].notna()] if "training_problem" in done else done.iloc[:0]
+        done = done[~done.index.isin(stuck.index)]
+        if done.empty:
+            parts.append(f"**{dataset_name(dataset)}**: no run trained: "
+                         + ", ".join(sorted({method_name(m) for m in stuck["method"]})) + " did not train.")
             continue
         seeds = done.groupby("method")["seed"].nunique()
         head = f"**{dataset_name(dataset)}**: {done['method'].nunique()} methods measured, "
@@ -267,12 +260,69 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         if judged_metrics and len(accuracy) and accuracy.mean() < WEAK_JUDGE:
             lines.append(f"- The judge agrees with human labels on only {accuracy.mean():.1%} of held-out pairs "
                          f"(below {WEAK_JUDGE:.0%}): its win rates are weak evidence of harmlessness.")
-        still = _still_runs(profile, experiment, dataset, results_dir)
-        if still:
-            lines.append(f"- Training loss moved by less than {STILL_LOSS:.0%} of its start: " + ", ".join(still)
-                         + ". These rows are close to the untrained model.")
+        if len(stuck):
+            lines.append("- **Did not train** (objective below the thresholds of `ulma.stats.did_not_train`; not "
+                         "ranked above): " + ", ".join(sorted({method_name(m) for m in stuck["method"]}))
+                         + ". These rows are the base model in disguise.")
         parts.append("\n".join(lines))
     missing = _not_measured(runs)
     if missing:
         parts.append("Not measured: " + "; ".join(missing) + ".")
     return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ claims
+# the claims (ulma.claims.CLAIMS ids, by prefix) each notebook's "Reading the result" reports
+NOTEBOOK_CLAIMS: dict[str, tuple[str, ...]] = {
+    "03_pointwise_dpo": ("pointwise_dpo_ge_dpo_hh", "continuous_ge_binary_pointwise_dpo_qa"),
+    "04_ulma": ("ulma_ge_",),
+    "05_golden_hh": ("ulma_gains_more_than_",),
+    "06_ablations": ("sft_ge_positive_dpo_positives", "negative_dpo_ge_unlikelihood_negatives"),
+    "07_efficiency": ("ulma_cheaper_than_rlhf",),
+}
+
+
+def _claims_of(experiment: str) -> list:
+    prefixes = NOTEBOOK_CLAIMS.get(EXPERIMENTS[experiment].name if experiment in EXPERIMENTS else experiment, ())
+    return [c for c in claims.CLAIMS if any(c.id.startswith(p) for p in prefixes)]
+
+
+def claims_rows(profile, experiment: str | None = None, results_dir="results") -> list[dict]:
+    """The claims table's rows (`ulma.claims.evaluate_claims`) of every claim, or of those `experiment` covers."""
+    records = claims.load_records(_profile_name(profile), resolve_path(results_dir))
+    chosen = claims.CLAIMS if experiment is None else _claims_of(experiment)
+    return claims.evaluate_claims(records, chosen) if chosen else []
+
+
+def claims_reading(profile, experiment: str, results_dir="results") -> str:
+    """Markdown: one computed sentence (`ulma.claims.reading`) per claim of the paper this notebook covers."""
+    rows = claims_rows(profile, experiment, results_dir)
+    if not rows:
+        return "No claim of the paper is tested in this notebook."
+    return "**The paper's claims, verdicts computed from the CIs** (`ulma.claims`):\n\n" + "\n".join(
+        f"- **{row['verdict'].split(' (')[0]}** · {claims.reading(row)}" for row in rows)
+
+
+def claims_table(profile, results_dir="results") -> pd.DataFrame:
+    """Notebook 09's table: one row per claim (metric, difference, CI, verdict), as claims.csv holds it."""
+    return pd.DataFrame(claims_rows(profile, None, results_dir), columns=claims.COLUMNS)
+
+
+def budget_text(profile, experiment: str, results_dir="results") -> str:
+    """How this profile sets the budget of `experiment`'s runs, and which budget the shown records used."""
+    prof = as_profile(profile)
+    rule = prof.experiments.budget
+    if rule == "matched":
+        text = (f"Budget **matched**: every method takes S = {matched_steps(prof)} optimizer steps of N = "
+                f"{sequences_per_step(prof)} sequences (point-wise methods N rows, DPO N/2 pairs, SFT N positives "
+                f"for S steps — it cycles its positives as often as that takes; RLHF S PPO iterations of N "
+                f"rollouts).")
+    else:
+        text = ("Budget **paper (same epochs)**: every method trains the profile's epochs over its own rows, so "
+                "a method with twice the rows takes twice the steps.")
+    folder = resolve_path(results_dir) / _profile_name(profile) / (EXPERIMENTS[experiment].name if experiment in EXPERIMENTS else experiment)
+    labels = sorted({budget_of(r)["label"] for p in sorted(folder.glob("*.json"))
+                     if (r := _record(p)).get("status") == "done" and budget_of(r)["label"] != "untrained"})
+    if labels:
+        text += " The records shown were trained under: " + ", ".join(f"`{label}`" for label in labels) + "."
+    return text

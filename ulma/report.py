@@ -2,7 +2,7 @@
 
 ``collect`` reads an experiment's run JSONs into a DataFrame (one row per run), ``summarize`` folds seeds
 into mean and std, ``write_table`` writes ``results/<profile>/tables/<name>.{csv,md}``, and the
-``figure_*`` functions draw ``figures/<profile>/*.png``; ``draw_figures`` draws every one (notebook 08).
+figures are `ulma.figures`' (which imports this module, never the other way round).
 Rows that were not measured keep their place: the tables say ``not measured: <reason>`` (a dataset that
 cannot be had here), ``n/a: <reason>`` (a method that does not apply) or ``failed: <error>``; a figure
 without data says so in its panel instead of disappearing.
@@ -16,20 +16,27 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from ulma import claims, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
-from ulma.catalog import EXPERIMENTS
+from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
+from ulma.losses import METHODS
 from ulma.store import as_profile, resolve_path
 
 # canonical metric -> where it lives in a run record (first found wins)
 METRICS: dict[str, tuple[str, ...]] = {
     "perplexity": ("metrics.eval.perplexity",),
-    "preference_accuracy": ("metrics.eval.preference_accuracy",),
+    # one rule for every method (ulma.evaluation): the token-mean log-ratio to the base model, chosen vs rejected
+    "preference_accuracy_headline": ("metrics.eval.preference_accuracy_headline",),
+    "preference_accuracy": ("metrics.eval.preference_accuracy",),  # the method's own implicit reward
+    "lc_win_rate": ("metrics.eval.lc_win_rate",),  # length-controlled (judge verdict ~ length gap, read at 0)
     "win_rate": ("metrics.eval.win_rate",),
     "win": ("metrics.eval.wins",),
     "tie": ("metrics.eval.ties",),
     "lose": ("metrics.eval.losses",),
     "judge_score": ("metrics.eval.judge_score",),
     "judge_accuracy": ("metrics.eval.judge_info.accuracy",),  # the judge's held-out pairwise accuracy
+    "truncated_fraction": ("metrics.eval.truncated_fraction",),  # replies that hit max_new_tokens (no EOS)
+    "mean_reply_tokens": ("metrics.eval.mean_reply_tokens",),
     "train_s": ("timings.train_s",),
     "train_loop_s": ("metrics.train.wall_time_s",),
     "eval_s": ("timings.eval_s",),
@@ -40,6 +47,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "final_loss": ("metrics.train.train_loss", "metrics.train.loss"),
     "beta": ("config.train.beta",),
     "c": ("config.train.c",),
+    "learning_rate": ("config.train.learning_rate",),
 }
 # ratios of two record fields: sequences through the policy / the reference per optimizer step (a cached
 # reference counts the no-grad pass that filled the cache, 0 when an earlier run filled it)
@@ -47,18 +55,35 @@ RATIOS: dict[str, tuple[str, str]] = {
     "policy_rows_per_step": ("metrics.train.policy_forward_rows", "metrics.train.global_step"),
     "reference_rows_per_step": ("metrics.train.reference_forward_rows", "metrics.train.global_step"),
 }
-QUALITY = ["perplexity", "preference_accuracy", "win_rate", "win", "tie", "lose", "judge_score", "judge_accuracy"]
+QUALITY = ["perplexity", "preference_accuracy_headline", "preference_accuracy", "lc_win_rate", "win_rate", "win",
+           "tie", "lose", "judge_score", "judge_accuracy", "truncated_fraction", "mean_reply_tokens"]
 EFFICIENCY = ["train_s", "train_loop_s", "tokens_per_s", "peak_memory_mb", "policy_rows_per_step",
               "reference_rows_per_step", "steps"]
-# the columns of each experiment's table (notebooks check these: # NBVAL_CHECK_OUTPUT)
+BUDGET = ["budget", "steps", "sequences_per_step"]  # how much each run trained (ulma.catalog: budgets)
+TEXT_COLUMNS = ("note", "budget")  # per-run text, the first run's shown
+# the columns of each experiment's table (tests/test_notebooks.py checks the written CSVs start with these)
 TABLE_COLUMNS: dict[str, list[str]] = {
-    "03_pointwise_dpo": ["dataset", "method", "seeds", *QUALITY, "result"],
-    "04_ulma": ["dataset", "method", "seeds", *QUALITY, "result"],
-    "05_golden_hh": ["dataset", "method", "seeds", *QUALITY, "result"],
-    "06_ablations": ["dataset", "method", "note", "beta", "c", "seeds", *QUALITY, "final_loss", "result"],
+    "03_pointwise_dpo": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "result"],
+    "04_ulma": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "result"],
+    "05_golden_hh": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "result"],
+    "06_ablations": ["dataset", "method", "note", "beta", "c", "seeds", *BUDGET, *QUALITY, "final_loss", "result"],
+    "06_calibration": ["dataset", "method", "learning_rate", "beta", "seeds", *BUDGET, "final_loss", "loss_change",
+                       "perplexity", "preference_accuracy_headline", "preference_accuracy", "result"],
     "07_efficiency": ["dataset", "method", "seeds", *EFFICIENCY, "result"],
 }
+CAPTIONS = {  # what a reader needs to read the columns (notebooks show it under the table)
+    "quality": "`preference_accuracy_headline` ranks every method by one rule: the chosen reply's token-mean "
+               "log-likelihood ratio to the base model minus the rejected reply's (the base model scores 0.5); "
+               "`preference_accuracy` is each method's own implicit reward (β·log-ratio, summed for DPO, "
+               "token-mean for the point-wise methods; log-likelihood for SFT): not comparable across methods. "
+               "`lc_win_rate` is the judge's win rate against the dataset's reply read at zero length gap (a "
+               "logistic regression of the verdict on the character-length difference); `truncated_fraction` "
+               "the share of replies that hit the token budget. `budget`, `steps`, `sequences_per_step`: how "
+               "much each run trained. `result`: `did not train` when the run's objective did not move past "
+               "the thresholds of `ulma.stats.did_not_train` (such a row is not ranked).",
+}
 RESULT_TEXT = {"skipped": "not measured", "not_applicable": "n/a", "failed": "failed"}
+DID_NOT_TRAIN = "did not train"
 
 
 # ------------------------------------------------------------------------------------------ collect
@@ -98,9 +123,10 @@ def collect(profile: str, experiment: str, results_dir: str = "results") -> pd.D
             row[metric] = top / bottom if top is not None and bottom else None
         for key, value in (record.get("overrides") or {}).items():
             row[f"override.{key}"] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        row.update(_budget_and_training(record))
         rows.append(row)
     columns = ["dataset", "method", "base_method", "seed", "status", "reason", "note", "reused_from", "file", *METRICS,
-               *RATIOS]
+               *RATIOS, "budget", "sequences_per_step", "loss_change", "training_problem"]
     runs = pd.DataFrame(rows, columns=list(dict.fromkeys(columns + [c for r in rows for c in r])))
     if runs.empty or name not in EXPERIMENTS:
         return runs
@@ -112,6 +138,31 @@ def collect(profile: str, experiment: str, results_dir: str = "results") -> pd.D
                                  str(r["base_method"]), str(r["method"]).split("=")[0], r["beta"] or 0, r["c"] or 0,
                                  r["seed"]), axis=1)
     return runs.iloc[sorted(range(len(runs)), key=lambda i: keys.iloc[i])].reset_index(drop=True)
+
+
+def _budget_and_training(record: dict) -> dict[str, Any]:
+    """A run's budget label and sequences per step (records from before budgets: the paper's same-epochs
+    protocol, sequences from their config), its relative loss change and why it did not train (or None)."""
+    budget = budget_of(record)
+    n = budget.get("sequences_per_step")
+    method = METHODS.get(record.get("base_method") or record.get("method"))
+    train = _get(record, "config.train") or {}
+    if n is None and method is not None and method.runner == "offline" and "per_device_train_batch_size" in train:
+        n = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
+        n *= 2 if method.data_kind == "pairwise" else 1
+    if n is None and method is not None and method.runner == RLHF_RUNNER:
+        n = _get(record, "config.rlhf.rollout_batch_size")
+    out = {"budget": budget["label"], "sequences_per_step": n, "loss_change": None, "training_problem": None}
+    if record.get("status") != "done":
+        return out
+    ends = claims.objective_endpoints(record)
+    if ends is not None:
+        try:
+            out["loss_change"] = stats.did_not_train(ends[0], ends[1]).changes.get("loss (relative)")
+        except ValueError:
+            pass
+    out["training_problem"] = claims.training_problem(record)
+    return out
 
 
 def _profile_name(profile) -> str:
@@ -131,13 +182,17 @@ def summarize(runs: pd.DataFrame, metrics: Iterable[str] = QUALITY) -> pd.DataFr
     order = {m: i for i, m in enumerate(dict.fromkeys(runs["method"]))}
     for (dataset, method), group in runs.groupby(["dataset", "method"], sort=False):
         done = group[group["status"] == "done"]
-        row: dict[str, Any] = {"dataset": dataset, "method": method, "note": group["note"].iloc[0] or "",
-                               "seeds": len(done)}
+        row: dict[str, Any] = {"dataset": dataset, "method": method, "seeds": len(done)}
+        for text in TEXT_COLUMNS:
+            row[text] = (group[text].iloc[0] or "") if text in group else ""
         for metric in metrics:
             values = pd.to_numeric(done[metric], errors="coerce").dropna() if metric in done else pd.Series(dtype=float)
             row[metric] = values.mean() if len(values) else math.nan
             row[metric + "_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-        if len(done) == len(group):
+        stuck = done["training_problem"].dropna() if "training_problem" in done else pd.Series(dtype=object)
+        if len(done) == len(group) and len(stuck):
+            row["result"] = f"{DID_NOT_TRAIN} ({len(stuck)} of {len(done)} seeds): {stuck.iloc[0]}"
+        elif len(done) == len(group):
             row["result"] = "ok"
         else:
             bad = group[group["status"] != "done"].iloc[0]
@@ -155,12 +210,12 @@ def summarize(runs: pd.DataFrame, metrics: Iterable[str] = QUALITY) -> pd.DataFr
 def experiment_table(profile: str, experiment: str, results_dir: str = "results") -> pd.DataFrame:
     """The summary table of one experiment, with exactly ``TABLE_COLUMNS[experiment]`` (+ ``_std`` columns)."""
     columns = TABLE_COLUMNS[experiment]
-    metrics = [c for c in columns if c in METRICS or c in RATIOS]
+    metrics = [c for c in columns if c in METRICS or c in RATIOS or c in ("sequences_per_step", "loss_change")]
     table = summarize(collect(profile, experiment, results_dir), metrics)
-    stds = [m + "_std" for m in metrics if m not in ("beta", "c")]
+    stds = [m + "_std" for m in metrics if m not in ("beta", "c", "learning_rate", "steps", "sequences_per_step")]
     for col in columns + stds:
         if col not in table:
-            table[col] = math.nan if col != "note" else ""
+            table[col] = math.nan if col not in TEXT_COLUMNS else ""
     return table[columns + stds]
 
 
@@ -204,6 +259,30 @@ def make_table(profile: str, experiment: str, results_dir: str = "results") -> p
     return table
 
 
+def calibration_choice(table: pd.DataFrame) -> pd.DataFrame:
+    """The calibration rule (docs/EXPERIMENTS.md, Calibration) applied to the ``06_calibration`` table: per
+    method family (the variant's method), among the runs that trained (``result`` ok) the highest headline
+    preference accuracy on the validation slice, then the lower validation perplexity, then the smaller β
+    and learning rate. One row per family: ``method``, ``learning_rate``, ``beta``, the two measurements,
+    ``runs`` (grid points) and ``trained`` (of them); a family none of whose runs trained has no values."""
+    rows = []
+    if table.empty:
+        return pd.DataFrame(columns=["method", "learning_rate", "beta", "preference_accuracy_headline", "perplexity",
+                                     "runs", "trained"])
+    family = table["method"].astype(str).str.split("@").str[0]
+    for method in dict.fromkeys(family):
+        group = table[family == method]
+        ok = group[(group["result"] == "ok") & group["preference_accuracy_headline"].notna()]
+        row = {"method": method, "learning_rate": math.nan, "beta": math.nan,
+               "preference_accuracy_headline": math.nan, "perplexity": math.nan, "runs": len(group), "trained": len(ok)}
+        if len(ok):
+            ranked = ok.assign(_acc=-ok["preference_accuracy_headline"], _ppl=ok["perplexity"].fillna(math.inf))
+            best = ranked.sort_values(["_acc", "_ppl", "beta", "learning_rate"], kind="mergesort").iloc[0]
+            row.update({k: best[k] for k in ("learning_rate", "beta", "preference_accuracy_headline", "perplexity")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 DATASET_TABLE_COLUMNS = DATASET_COLUMNS
 
 
@@ -225,17 +304,3 @@ def weights_at(profile: str, log_ratio: float = 0.0, results_dir: str = "results
         for row in at[at["method"] == method].itertuples():
             lines.append(f"{method:22s} {row.sample:9s} {round(row.weight, 4) + 0.0:+.4f}")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------- figures moved to ulma.figures
-_MOVED_TO_FIGURES = {"draw_figures", "expected_figures", "pipeline_stages", "RLHF_STAGES", "FIGURES"}
-
-
-def __getattr__(name: str):
-    """``report.draw_figures`` & co. still work (the figures live in ulma.figures, which imports this
-    module: a lazy lookup avoids the import cycle)."""
-    if name in _MOVED_TO_FIGURES:
-        from ulma import figures
-
-        return getattr(figures, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,12 @@
 """Run the numbered notebooks in order through papermill: ``python -m ulma reproduce --profile mini``.
 
-Each notebook gets the parameters ``profile``, ``results_dir``, ``figures_dir`` (absolute paths) and
-``force``, the profile's ``notebook_timeout`` per cell, and an executed copy under
+Each notebook gets, of ``profile``, ``results_dir``, ``figures_dir`` (absolute paths), ``force``,
+``train`` (True: the runs without a record are trained) and ``recompute`` (True: notebook 01 recomputes its
+statistics), only the parameters it declares (``papermill.inspect_notebook``), so that the executed copy,
+its metadata and the log hold exactly what it ran with. Before executing, the planned runs of every
+selected experiment and their estimated time (`ulma.grid.plan`) are printed; after the last notebook the
+claims table ``results/<profile>/tables/claims.{csv,md}`` is written (`ulma.claims.write_claims`). Each
+notebook gets the profile's ``notebook_timeout`` per cell, and an executed copy under
 ``results/<profile>/notebooks/``. Per notebook the log (``results/<profile>/reproduce_log.json``) holds
 the wall time and the peak resident memory of the kernel's process tree (sampled every 0.5 s: the kernel
 is a subprocess, so this process' own rusage would not show it). A notebook whose executed copy
@@ -16,6 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ulma import claims
+from ulma.catalog import EXPERIMENTS
+from ulma.grid import plan, print_plan
 from ulma.store import PeakMemory, as_profile, now, package_versions, project_root, read_record, resolve_path, write_record
 
 KERNEL = "python3"
@@ -45,6 +53,7 @@ def _digest(path: Path) -> str:
 
 
 def _completed(executed: Path, parameters: dict[str, Any], source_digest: str) -> bool:
+    """The executed copy completed from this source with exactly these parameters."""
     nb = read_record(executed)
     if not nb:
         return False
@@ -85,14 +94,20 @@ def reproduce(
     log_path = root / "reproduce_log.json"
     log = read_record(log_path) or {"notebooks": {}}
     force_since = now() if force else False
-    parameters = {
+    offered = {
         "profile": str(profile),
         "results_dir": str(resolve_path(results_dir)),
         "figures_dir": str(resolve_path(figures_dir)),
+        "train": True,
+        "recompute": True,
     }
     log.update(profile=prof.name, started_at=now(), timeout_s=timeout, versions=package_versions())
     entries, failed = [], []
-    for source in select_notebooks(notebooks):
+    selected = select_notebooks(notebooks)
+    print_planned(prof, [p.stem for p in selected], results_dir, force_since)
+    for source in selected:
+        parameters = declared_parameters(papermill, source, offered)
+        run_parameters = declared_parameters(papermill, source, {**parameters, "force": force_since})
         executed = out_dir / source.name
         digest = _digest(source)
         if not force and _completed(executed, parameters, digest):
@@ -100,7 +115,7 @@ def reproduce(
             entries.append({"notebook": source.stem, **log["notebooks"].get(source.stem, {}),
                             "status": "skipped (completed before)"})
             continue  # its log entry keeps the measurements of the run that completed it
-        entry = _execute(papermill, nbformat, source, executed, parameters, force_since, timeout, digest)
+        entry = _execute(papermill, nbformat, source, executed, parameters, run_parameters, timeout, digest)
         print(f"{source.stem:20s} {entry['status']:9s} {entry['wall_s']:8.1f} s   peak RSS of the kernel "
               f"{entry['kernel_peak_rss_mb']:8.0f} MB" + (f"   {entry['error']}" if entry.get("error") else ""),
               flush=True)
@@ -112,16 +127,43 @@ def reproduce(
         write_record(log_path, log)
     if failed:
         raise RuntimeError(f"notebook(s) failed: {failed}; executed copies with the error under {out_dir}")
+    paths = claims.write_claims(prof.name, resolve_path(results_dir))
+    print(f"claims: {paths['csv']}", flush=True)
+    log["claims"] = {"written_at": now(), "csv": str(paths["csv"].relative_to(root)), "md": str(paths["md"].relative_to(root))}
+    write_record(log_path, log)
     return entries
 
 
-def _execute(papermill, nbformat, source: Path, executed: Path, parameters, force, timeout, digest) -> dict[str, Any]:
-    entry: dict[str, Any] = {"started_at": now(), "parameters": parameters | {"force": force}, "executed": str(executed)}
+def declared_parameters(papermill, source: Path, offered: dict[str, Any]) -> dict[str, Any]:
+    """The offered parameters `source` declares in its parameters cell."""
+    declared = papermill.inspect_notebook(str(source))
+    return {k: v for k, v in offered.items() if k in declared}
+
+
+def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, Any]]:
+    """Print (and return) the runs the selected notebooks will train, with their estimated time. A notebook
+    runs its own experiment and, for 06, the calibration first; runs shared between experiments show in each."""
+    rows = []
+    for stem in stems:
+        for name in [n for n, e in EXPERIMENTS.items() if e.part_of == stem] + [stem]:
+            exp = EXPERIMENTS.get(name)
+            if exp is None or not (exp.variants or exp.sweeps):
+                continue
+            planned = plan(prof, name, exp.datasets_for(prof), list(exp.variants_for(prof)),
+                           list(prof.experiments.seeds), force=force, results_dir=results_dir)
+            print_plan(name, planned)
+            rows += [{**p, "experiment": name} for p in planned]
+    return rows
+
+
+def _execute(papermill, nbformat, source: Path, executed: Path, parameters, run_parameters, timeout, digest) -> dict[str, Any]:
+    """Execute one notebook with `run_parameters` (`parameters` plus ``force`` where it declares it)."""
+    entry: dict[str, Any] = {"started_at": now(), "parameters": run_parameters, "executed": str(executed)}
     t0 = time.perf_counter()
     with PeakMemory(descendants=True, interval=0.5) as mem:
         try:
             papermill.execute_notebook(
-                str(source), str(executed), parameters=parameters | {"force": force}, kernel_name=KERNEL, cwd=str(source.parent),
+                str(source), str(executed), parameters=run_parameters, kernel_name=KERNEL, cwd=str(source.parent),
                 execution_timeout=timeout, progress_bar=False,
             )
             entry["status"] = "completed"

@@ -57,7 +57,10 @@ from ulma.data.reports import MAX_REPORTED, BadRow, BadRowError, LoadReport, _re
 
 logger = logging.getLogger("ulma.data")
 
-SPLITS = ("train", "test", "mini_train", "mini_test")
+SPLITS = ("train", "test", "mini_train", "mini_test", "mini_valid")
+# mini_valid: the last tenth of mini_train (file order), for calibrating hyperparameters (06_ablations) without
+# touching mini_test; the runs train on mini_train's first max_train_examples, far from its end
+MINI_VALID_SHARE = 10
 MINI_SEED = 0  # fixed: the mini division must be the same everywhere
 RED_TEAM_TEST_SIZE = 2312  # red-team has no test split; hold out as many transcripts as HH's test split
 
@@ -178,7 +181,10 @@ def split_rows(name: str, split: str, raw) -> list[int]:
         return pool
     test_share, pool_size = SOURCES[name].mini_test
     mini = grouped_holdout([keys[i] for i in pool], round(len(pool) * test_share / pool_size))
-    return [i for i, m in zip(pool, mini) if m == (split == "mini_test")]
+    rows = [i for i, m in zip(pool, mini) if m == (split == "mini_test")]
+    if split == "mini_valid":
+        return rows[len(rows) - max(1, len(rows) // MINI_VALID_SHARE):]
+    return rows
 
 
 

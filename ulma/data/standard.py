@@ -45,7 +45,7 @@ logger = logging.getLogger("ulma.data")
 
 FORMATS = ("preference", "unpaired", "prompt_completion")
 ROLES = ("system", "user", "assistant")
-_SPLIT_ALIASES = {"mini_train": "train", "mini_test": "test"}
+_SPLIT_ALIASES = {"mini_train": "train", "mini_test": "test", "mini_valid": "validation"}
 _SPLIT_NAMES = {"train": ("train",), "test": ("test",), "validation": ("validation", "valid", "dev")}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
