@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
+from ulma.losses import get_method
 from ulma.experiments import EXPERIMENTS, GRADIENT_METHODS, resolve_path
 from ulma.report import RESULT_TEXT, _get, _number, _profile_name, collect
 
@@ -403,7 +404,7 @@ def pipeline_stages(profile, results_dir="results") -> list[tuple[str, str, floa
         if record.get("status") != "done":
             continue
         train = _get(record, "metrics.train") or {}
-        if record["base_method"] == "rlhf":
+        if get_method(record["base_method"]).runner == "rlhf":  # reward model + PPO: two stages
             parts = {s: _number(_get(train, key)) or 0.0 for s, key in RLHF_STAGES.items()}
             total = _number(train.get("wall_time_s")) or _number(_get(record, "timings.train_s")) or 0.0
             parts["loading, saving"] = max(0.0, total - sum(parts.values()))
@@ -453,7 +454,7 @@ def figure_gradients(profile, results_dir="results") -> Figure:
                 zero.append(sample)
                 continue
             lines[sample] = ax.plot(part["log_ratio"], part["weight"].abs(), color=color, ls=ls, lw=1.6)[0]
-        title = method_name(method) + (" (pairwise)" if method == "dpo" else "")
+        title = method_name(method) + (" (pairwise)" if get_method(method).data_kind == "pairwise" else "")
         if zero:
             title += "\n" + ", ".join(zero) + ": weight 0"
         ax.set_title(title, fontsize=8)
