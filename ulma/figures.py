@@ -404,7 +404,7 @@ def pipeline_stages(profile, results_dir="results") -> list[tuple[str, str, floa
         if record.get("status") != "done":
             continue
         train = _get(record, "metrics.train") or {}
-        if get_method(record["base_method"]).runner == "rlhf":  # reward model + PPO: two stages
+        if all(_get(train, key) is not None for key in RLHF_STAGES.values()):  # reward model + PPO: two stages
             parts = {s: _number(_get(train, key)) or 0.0 for s, key in RLHF_STAGES.items()}
             total = _number(train.get("wall_time_s")) or _number(_get(record, "timings.train_s")) or 0.0
             parts["loading, saving"] = max(0.0, total - sum(parts.values()))
