@@ -407,3 +407,33 @@ def test_calibration_choice_follows_the_stated_rule():
     assert chosen.loc["pointwise_dpo", "runs"] == 4 and chosen.loc["pointwise_dpo", "trained"] == 3
     assert chosen.loc["dpo", "beta"] == 0.1
     assert chosen.loc["sft", "trained"] == 0 and math.isnan(chosen.loc["sft", "beta"])
+
+
+def test_changed_data_changes_the_config_hash(tiny, tmp_path):
+    """The config hash covers the content of the data read (not its folder's name): a copy of the same
+    files gives the same hash, one changed row gives another, so changed data never reuses a result."""
+    from ulma import store
+    from ulma.data import FIXTURES_DIR
+
+    copy = tmp_path / "data"
+    shutil.copytree(FIXTURES_DIR, copy)
+    same = store.config_hash(store.resolved_config(tiny, "ulma", "hh", str(copy)))
+    assert same == store.config_hash(store.resolved_config(tiny, "ulma", "hh", str(FIXTURES_DIR)))
+    assert all(store.data_fingerprints("hh", ("train", "test"), str(copy)).values())
+    target = next((copy / "hh-rlhf" / "harmless-base").glob("test*"))
+    import gzip
+    raw = gzip.decompress(target.read_bytes()) if target.suffix == ".gz" else target.read_bytes()
+    raw = raw.replace(b"Assistant:", b"Assistant: ", 1)
+    target.write_bytes(gzip.compress(raw) if target.suffix == ".gz" else raw)
+    changed = store.config_hash(store.resolved_config(tiny, "ulma", "hh", str(copy)))
+    assert changed != same
+
+
+def test_records_and_notebook_parameters_carry_no_machine_path(tmp_path):
+    """Paths kept in records are relative to the repository, or ~/ under the home folder."""
+    from ulma.files import REPO_ROOT, portable_path
+
+    assert portable_path(REPO_ROOT / "data" / "hh-rlhf") == "data/hh-rlhf"
+    assert portable_path(Path.home() / ".cache" / "ulma") == "~/.cache/ulma"
+    assert portable_path("bundled") == "bundled" and portable_path(None) is None
+    assert portable_path(REPO_ROOT / "results") == "results"

@@ -18,6 +18,7 @@ from ulma import data
 from ulma.batching import render_prompt
 from ulma.catalog import get_experiment
 from ulma.config import Profile
+from ulma.files import portable_path
 from ulma.losses import get_method
 from ulma.models import load_model_and_tokenizer, resolve_model_path, tiny_tokenizer
 from ulma.runs import resolve_data_dir
@@ -79,7 +80,7 @@ def dataset_stats(profile: str | Profile = "mini", datasets: list[str] | None = 
                 rows.append(row)
     rows = [{c: r.get(c) for c in DATASET_COLUMNS} for r in rows]
     write_record(resolve_path(results_dir) / prof.name / "01_datasets" / "dataset_stats.json",
-                 {"profile": prof.name, "data_dir": root, "rows": rows, "versions": package_versions(), "written_at": now()})
+                 {"profile": prof.name, "data_dir": portable_path(root), "rows": rows, "versions": package_versions(), "written_at": now()})
     return rows
 
 

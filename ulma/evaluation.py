@@ -44,7 +44,7 @@ from ulma import data as _data
 from ulma.batching import (PairwiseCollator, PointwiseCollator, left_pad_prompts, padded_fraction, row_length,
                            tokenize_dataset, tokenize_prompts)
 from ulma.config import profile_from_dict
-from ulma.files import atomic_write, dataset_content_hash
+from ulma.files import atomic_write, dataset_content_hash, portable_path
 from ulma.judges import VERDICTS, Judge, get_judge
 from ulma.logprobs import model_logps
 from ulma.losses import get_method
@@ -570,7 +570,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     options = dict(train_cfg.get("data_options") or {})
     lengths = {"max_prompt_length": train_cfg["max_prompt_length"],
                "max_completion_length": train_cfg["max_completion_length"]}
-    result: dict[str, Any] = {"dataset": dataset, "method": method, "test_split": ev.test_split, "data_dir": root}
+    result: dict[str, Any] = {"dataset": dataset, "method": method, "test_split": ev.test_split,
+                              "data_dir": portable_path(root)}
     per_item: dict[str, Any] = {}
     timings: dict[str, float] = {}
     batch_lengths: list[list[int]] = []  # every scoring batch's sequence lengths: the padded fraction

@@ -49,6 +49,27 @@ def read_json(path: str | os.PathLike) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_path(path: str | os.PathLike | None) -> str | None:
+    """A path as records and notebooks keep it: relative to the repository when inside it, ``~/...`` under
+    the home folder, symbolic names (``hub``, ``bundled``) and URLs as given, so that nothing committed
+    carries the folders of the machine that made it. Anything else stays absolute (a user's own choice)."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if "://" in text or not os.path.isabs(text):
+        return text
+    resolved = Path(text).resolve()
+    for root, prefix in ((REPO_ROOT, ""), (Path.home().resolve(), "~/")):
+        if resolved == root:
+            return "." if not prefix else "~"
+        if resolved.is_relative_to(root):
+            return prefix + resolved.relative_to(root).as_posix()
+    return text
+
+
 def content_key(description: Any, length: int = 16) -> str:
     """sha256 (hex, first `length` digits) of a JSON-able description, keys sorted."""
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:length]

@@ -25,6 +25,7 @@ from ulma import data
 from ulma.catalog import get_experiment, run_budget, run_profile
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
+from ulma.files import portable_path
 from ulma.losses import get_method
 from ulma.runs import RunFolder, resolve_data_dir
 from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
@@ -148,7 +149,7 @@ def run_one(
         "budget": run_budget(prof, exp, rprof, variant.method),
         "config_hash": key,
         "config": config,
-        "data_dir": resolved_data,
+        "data_dir": portable_path(resolved_data),
         "versions": package_versions(),
         "started_at": now(),
     }
@@ -223,7 +224,7 @@ def _train_and_evaluate(prof: Profile, method: str, dataset: str, run_dir: Path,
         "metrics": {"train": train_metrics, "eval": eval_metrics},
         "timings": timings,
         "memory": memory,
-        "run_dir": str(run_dir),
+        "run_dir": portable_path(run_dir),
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ulma import claims
 from ulma.catalog import EXPERIMENTS
+from ulma.files import portable_path
 from ulma.grid import plan, print_plan
 from ulma.store import PeakMemory, as_profile, now, package_versions, project_root, read_record, resolve_path, write_record
 
@@ -96,8 +97,8 @@ def reproduce(
     force_since = now() if force else False
     offered = {
         "profile": str(profile),
-        "results_dir": str(resolve_path(results_dir)),
-        "figures_dir": str(resolve_path(figures_dir)),
+        "results_dir": portable_path(resolve_path(results_dir)),  # relative inside the repository:
+        "figures_dir": portable_path(resolve_path(figures_dir)),  # the notebooks resolve it against it
         "train": True,
         "recompute": True,
     }

@@ -22,7 +22,7 @@ import psutil
 import torch
 
 from ulma.config import Profile, load_profile
-from ulma.data import FIXTURES_DIR
+from ulma import data
 from ulma.files import content_key, read_json, write_json
 from ulma.losses import get_method
 from ulma.models import cache_dir
@@ -63,17 +63,32 @@ def resolved_config(prof: Profile, method: str, dataset: str, data_dir: str | No
     """What determines a run's numbers (and nothing else: not paths, not the experiment's name)."""
     train = dataclasses.asdict(prof.train)
     train.pop("report_to", None)  # where logs go, not what a run computes (and the old hashes stay)
-    # the same rows whether read from the hub or a local copy; the fixtures are other rows
-    train["data_dir"] = "fixtures" if data_dir == str(FIXTURES_DIR.resolve()) else "real"
+    # where the rows were read does not change the numbers, what they hold does: the data enter by content
+    # ("data" below), so the same rows from the hub, a local copy or the bundled folder give one hash
+    train["data_dir"] = None
     return {
         "method": method,
         "dataset": dataset,
+        # the content of what is read (sha256), so that changed data never reuses an old result
+        "data": data_fingerprints(dataset, (prof.train.train_split, prof.eval.test_split), data_dir),
         "train": train,
         "eval": dataclasses.asdict(prof.eval),
         # the other profile sections the method reads (rlhf: its PPO settings); None keeps the old hashes
         "rlhf": None,
         **{s: dataclasses.asdict(getattr(prof, s)) for s in get_method(method).profile_sections},
     }
+
+
+def data_fingerprints(dataset: str, splits, data_dir: str | None) -> dict[str, str | None]:
+    """{split: sha256 of the content `ulma.data.load` reads for it}; None where it cannot be had (the run
+    then says why it was not measured)."""
+    out: dict[str, str | None] = {}
+    for split in dict.fromkeys(splits):
+        try:
+            out[split] = data.source_fingerprint(dataset, split, data_dir)["sha256"]
+        except (OSError, ValueError, ConnectionError):  # missing, unreadable or unreachable: not a hash
+            out[split] = None
+    return out
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

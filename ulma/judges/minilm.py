@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
 from ulma import data
-from ulma.files import atomic_write, content_key
+from ulma.files import atomic_write, content_key, portable_path
 from ulma.judges.base import Prompt, ScoreJudge, pair_columns, transcript
 from ulma.models import cache_dir
 
@@ -135,7 +135,7 @@ class MiniLMHarmlessnessJudge(ScoreJudge):
         self.encoder = encoder or sentence_encoder(self.meta["max_length"])
         self.info.update({k: self.meta.get(k) for k in ("accuracy", "n", "train_pairs", "features", "encoder",
                                                          "train_data", "test_data", "train_time_s", "key")})
-        self.info["path"] = self.meta.get("path")
+        self.info["path"] = portable_path(self.meta.get("path"))
 
     @torch.no_grad()
     def score_batch(self, prompts, replies):
@@ -149,7 +149,7 @@ class MiniLMHarmlessnessJudge(ScoreJudge):
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(folder / "head.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp))
-        self.meta["path"] = self.info["path"] = str(folder)
+        self.meta["path"] = self.info["path"] = portable_path(folder)
         with atomic_write(folder / "judge.json") as tmp:  # written last: its presence marks a stored judge
             tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True))
         return folder
@@ -160,7 +160,7 @@ class MiniLMHarmlessnessJudge(ScoreJudge):
         meta = json.loads((folder / "judge.json").read_text())
         head = _head(meta["feature_dim"])
         head.load_state_dict(load_file(folder / "head.safetensors"))
-        meta["path"] = str(folder)
+        meta["path"] = portable_path(folder)
         return cls(head, meta, **options)
 
 
@@ -280,7 +280,7 @@ def load_harmlessness_judge(*, data_dir: str | os.PathLike | None = None, train_
         description = {
             "key": key,
             "train_data": {"dataset": dataset, "split": train_split, "pairs": len(train_pairs),
-                           "malformed_skipped": train_skipped, "data_dir": None if data_dir is None else str(data_dir)},
+                           "malformed_skipped": train_skipped, "data_dir": portable_path(data_dir)},
             "test_data": {"dataset": dataset, "split": test_split, "pairs": len(test_pairs),
                           "malformed_skipped": test_skipped},
         }
