@@ -2,8 +2,9 @@
 
 Each subcommand is one `Command` in `COMMANDS`: its name, a help line, a function that declares its
 arguments and one that runs it and returns the exit code. Adding ``evaluate`` or ``reproduce`` is one
-entry each. The package's modules are imported at the top (one direction of dependencies, checked by
-tests/test_architecture.py); so ``--help`` loads torch and transformers too (a few seconds).
+entry each. Only the light modules (config, the registry) are imported at the top; each command imports the
+layer it runs (trainer, evaluation, reproduce) when it runs, so that ``--help`` and a rejected option
+answer in about a second, before transformers, datasets and peft load.
 
 Exit codes: 0 done; 2 bad input (argparse's usage errors, an unknown or unreadable profile, a field
 outside its range (`ulma.config.ConfigError`, from the profile or a ``--set``), an unknown method or
@@ -21,12 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ulma.config import JUDGE_NAMES, ConfigError, load_profile, profile_from_dict
-from ulma.evaluation import evaluate_run, judge_options
-from ulma.judges import get_judge
 from ulma.losses import METHODS
-from ulma.reproduce import main as reproduce_main
-from ulma.runs import InvalidRunError, resolve_data_dir
-from ulma.trainer import train
 
 
 @dataclass(frozen=True)
@@ -102,6 +98,9 @@ def _train(args: argparse.Namespace) -> int:
     problem = _check_output_dir(args.output_dir)
     if problem:
         return _error(problem)
+    from ulma.runs import InvalidRunError
+    from ulma.trainer import train
+
     try:  # train() checks the dataset, the view, the data and the folder's run before it loads the model
         metrics = train(profile, args.method, args.dataset, args.output_dir, data_dir=args.data_dir, resume=args.resume,
                         overwrite=args.overwrite, show_estimate=True)  # tokens, time, memory: printed before the model loads
@@ -133,6 +132,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         dataset, train_data_dir = run_config["dataset"], run_config["train"].get("data_dir")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # ConfigError is a ValueError
         return _error(f"{config_path}: not a readable run config ({type(err).__name__}: {err})")
+    from ulma.evaluation import evaluate_run, judge_options
+    from ulma.judges import get_judge
+    from ulma.runs import resolve_data_dir
+
     name = profile.eval.judge if args.judge is None else args.judge
     judge = "none"
     if name not in (None, "", "none"):
@@ -166,6 +169,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         return _error(err)
     if args.timeout is not None and args.timeout < 1:
         return _error(f"--timeout = {args.timeout}: must be an integer >= 1 (seconds per cell)")
+    from ulma.reproduce import main as reproduce_main
+
     return reproduce_main(args.profile, args.only, args.force, args.timeout, args.results_dir, args.figures_dir)
 
 
