@@ -437,3 +437,22 @@ def test_records_and_notebook_parameters_carry_no_machine_path(tmp_path):
     assert portable_path(Path.home() / ".cache" / "ulma") == "~/.cache/ulma"
     assert portable_path("bundled") == "bundled" and portable_path(None) is None
     assert portable_path(REPO_ROOT / "results") == "results"
+
+
+def test_claim_runs_get_the_claim_seeds_and_the_rest_one(tiny):
+    """The protocol's >= 3 seeds for the runs a claim compares, >= 1 for the rest: trained plain methods
+    on a claim's dataset get `claim_seeds` too; the base model (nothing to train), a dataset no claim
+    reads and a sweep variant keep the profile's seeds."""
+    prof = tiny.override({"experiments.seeds": [0], "experiments.claim_seeds": [1, 2]})
+    main = experiments.get_experiment("04_ulma")
+    assert grid.run_seeds(prof, main, "hh", "ulma") == [0, 1, 2]
+    assert grid.run_seeds(prof, main, "hh", "dpo") == [0, 1, 2]
+    assert grid.run_seeds(prof, main, "hh", "base") == [0]
+    assert grid.run_seeds(prof, main, "red_team", "ulma") == [0]  # no claim reads red-team
+    ablations = experiments.get_experiment("06_ablations")
+    sweep = next(label for label in ablations.variants_for(prof) if "@" in label)
+    assert grid.run_seeds(prof, ablations, "hh", sweep) == [0]
+    planned = grid.plan(prof, "04_ulma", ["hh"], ["base", "ulma"])
+    assert [(p["method"], p["seed"]) for p in planned] == [("base", 0), ("ulma", 0), ("ulma", 1), ("ulma", 2)]
+    with pytest.raises(ConfigError, match="experiments.claim_seeds"):
+        tiny.override({"experiments.claim_seeds": [-1]})

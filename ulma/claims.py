@@ -141,6 +141,13 @@ class Claim:
 
 
 BASELINES = ("sft", "rlhf", "dpo", "pointwise_dpo", "unlikelihood", "kto")
+
+
+def claim_arms() -> set[tuple[str, str]]:
+    """(dataset, method) of every run a claim compares, both datasets of a difference of differences: the
+    runs the protocol gives more seeds (`experiments.claim_seeds`)."""
+    return {(dataset, method) for c in CLAIMS for dataset in filter(None, (c.dataset, c.baseline_dataset))
+            for method in (c.method_a, c.method_b)}
 _HH = ("04_ulma", "03_pointwise_dpo", "05_golden_hh", "07_efficiency")
 
 CLAIMS: tuple[Claim, ...] = (

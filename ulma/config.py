@@ -363,6 +363,9 @@ class ExperimentConfig(_Validated):
     methods: list[str] = field(default_factory=lambda: ["sft", "dpo", "pointwise_dpo", "unlikelihood", "kto", "ulma"])
     datasets: list[str] = field(default_factory=lambda: ["hh"])  # non-empty list of dataset names
     seeds: list[int] = field(default_factory=lambda: [0])  # non-empty; each in [0, 2**32 - 1]
+    # more seeds for the trained runs a claim of the paper compares (ulma.claims.claim_arms): the protocol
+    # asks >= 3 seeds there and >= 1 elsewhere; each in [0, 2**32 - 1], may be empty
+    claim_seeds: list[int] = field(default_factory=list)
     notebook_timeout: int = 3600  # >= 1 seconds per notebook in `ulma reproduce`
     # per-method overrides of TrainConfig (the paper used 128 sequences per step for SFT, 64 otherwise);
     # keys: methods; values: TrainConfig fields, checked like train.* (Profile)
@@ -385,6 +388,9 @@ class ExperimentConfig(_Validated):
         if not isinstance(self.seeds, list) or not self.seeds or not all(
                 isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in self.seeds):
             c.fail("seeds", f"a non-empty list of integers in [0, {MAX_SEED}]")
+        if not isinstance(self.claim_seeds, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in self.claim_seeds):
+            c.fail("claim_seeds", f"a list of integers in [0, {MAX_SEED}]")
         c.integer("notebook_timeout", low=1)
         c.mapping("method_overrides")
         for method, values in self.method_overrides.items():

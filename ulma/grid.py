@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from ulma import data
 from ulma.catalog import get_experiment, run_budget, run_profile
+from ulma.claims import claim_arms
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.files import portable_path
@@ -93,18 +94,30 @@ def measured_costs(results_dir, profile: str) -> dict[str, float]:
     return {method: statistics.median(values) for method, values in costs.items()}
 
 
-def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: list[str], seeds: list[int], *,
-         force: bool | str = False, results_dir: str | os.PathLike = "results", data_dir: str | None = None
-         ) -> list[dict[str, Any]]:
+def run_seeds(prof: Profile, exp, dataset: str, label: str) -> list[int]:
+    """The seeds of one (dataset, variant) of a grid: the profile's `seeds`, and its `claim_seeds` too when
+    the variant is a plain trained method that a claim of the paper compares on this dataset (the protocol's
+    >= 3 seeds there, >= 1 for the rest; the base model trains nothing, so one seed is all of it)."""
+    variant = exp.variant(label, prof)
+    seeds = list(prof.experiments.seeds)
+    if (not variant.overrides and get_method(variant.method).trains
+            and (dataset, variant.method) in claim_arms()):
+        seeds += [s for s in prof.experiments.claim_seeds if s not in seeds]
+    return seeds
+
+
+def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: list[str],
+         seeds: list[int] | None = None, *, force: bool | str = False, results_dir: str | os.PathLike = "results",
+         data_dir: str | None = None) -> list[dict[str, Any]]:
     """The runs of a grid, each {dataset, method, seed, base_method, done, estimate_s}: `done` when a fresh
     record exists (nothing to train); `estimate_s` from `measured_costs` (the method's median, else every
-    method's, else None) for the others."""
+    method's, else None) for the others. `seeds` None: `run_seeds` of each (dataset, variant)."""
     prof, exp = as_profile(profile), get_experiment(experiment)
     costs = measured_costs(resolve_path(results_dir), prof.name)
     rows = []
     for dataset in datasets:
         for label in methods:
-            for seed in seeds:
+            for seed in (run_seeds(prof, exp, dataset, label) if seeds is None else seeds):
                 variant, _, _, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir, data_dir)
                 done = fresh(read_record(path), key, force)
                 estimate = None if done else costs.get(variant.method, costs.get("*"))
@@ -265,7 +278,7 @@ def run_grid(
     prof, exp = as_profile(profile), get_experiment(experiment)
     datasets = exp.datasets_for(prof) if datasets is None else list(datasets)
     methods = list(exp.variants_for(prof)) if methods is None else list(methods)
-    seeds = list(prof.experiments.seeds) if seeds is None else list(seeds)
+    seeds = None if seeds is None else list(seeds)  # None: each run's own (`run_seeds`)
     planned = plan(prof, exp.name, datasets, methods, seeds, force=force, results_dir=results_dir, data_dir=data_dir)
     if not train:  # report what exists, train nothing
         return [read_record(Path(p["path"])) or {**{k: p[k] for k in ("dataset", "method", "seed")},
@@ -273,21 +286,20 @@ def run_grid(
                 for p in planned]
     print_plan(exp.name, planned)
     records, failures = [], []
-    for dataset in datasets:
-        for method in methods:
-            for seed in seeds:
-                t0 = time.perf_counter()
-                try:
-                    record = run_one(prof, exp.name, dataset, method, seed, force=force, results_dir=results_dir,
-                                     runs_dir=runs_dir, data_dir=data_dir)
-                except Exception as exc:  # noqa: BLE001 - recorded in its JSON by run_one
-                    failures.append(f"{dataset}/{method}/seed{seed}: {type(exc).__name__}: {exc}")
-                    record = {"dataset": dataset, "method": method, "seed": seed, "status": "failed", "reason": str(exc)}
-                status = record["status"] + (" (reused)" if record.get("reused_from") else "")
-                detail = f": {record['reason']}" if record.get("reason") else ""
-                print(f"[{exp.name}] {dataset:12s} {method:26s} seed {seed}  {status}{detail}  "
-                      f"({time.perf_counter() - t0:.1f} s)", flush=True)
-                records.append(record)
+    for p in planned:
+        dataset, method, seed = p["dataset"], p["method"], p["seed"]
+        t0 = time.perf_counter()
+        try:
+            record = run_one(prof, exp.name, dataset, method, seed, force=force, results_dir=results_dir,
+                             runs_dir=runs_dir, data_dir=data_dir)
+        except Exception as exc:  # noqa: BLE001 - recorded in its JSON by run_one
+            failures.append(f"{dataset}/{method}/seed{seed}: {type(exc).__name__}: {exc}")
+            record = {"dataset": dataset, "method": method, "seed": seed, "status": "failed", "reason": str(exc)}
+        status = record["status"] + (" (reused)" if record.get("reused_from") else "")
+        detail = f": {record['reason']}" if record.get("reason") else ""
+        print(f"[{exp.name}] {dataset:12s} {method:26s} seed {seed}  {status}{detail}  "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        records.append(record)
     if failures and raise_on_failure:
         raise RuntimeError(f"{len(failures)} run(s) failed (recorded in their JSON):\n" + "\n".join(failures))
     return records

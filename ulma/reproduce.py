@@ -151,7 +151,7 @@ def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, 
             if exp is None or not (exp.variants or exp.sweeps):
                 continue
             planned = plan(prof, name, exp.datasets_for(prof), list(exp.variants_for(prof)),
-                           list(prof.experiments.seeds), force=force, results_dir=results_dir)
+                           force=force, results_dir=results_dir)  # each run's seeds (claims get more)
             print_plan(name, planned)
             rows += [{**p, "experiment": name} for p in planned]
     return rows
