@@ -1,7 +1,7 @@
 """ULMA: point-wise DPO, ULMA and the baselines on transformers / peft (docs/DESIGN.md).
 
 ``from ulma import ULMAConfig, ULMATrainer`` is the TRL-shaped API (`ulma.loss_trainer`). It is imported on
-first use (PEP 562), so that ``import ulma`` and ``python -m ulma --help`` do not load torch.
+first use (PEP 562), so that ``import ulma`` alone loads neither torch nor transformers.
 """
 import importlib
 
