@@ -144,6 +144,17 @@ def test_no_machine_paths_in_committed_artifacts():
     assert not found, f"absolute machine paths (write them relative to the repository or symbolically): {found}"
 
 
+def test_committed_artifacts_point_to_nothing_outside_the_repository():
+    """A results file or an executed notebook that says "run this with the folder beside the checkout"
+    sends a reader where the repository cannot follow."""
+    found = {}
+    for path in artifacts():
+        text = artifact_text(path)
+        if text and (hits := _hits(OUTSIDE, text)):
+            found[str(path.relative_to(ROOT))] = hits[:3]
+    assert not found, f"references to folders outside the repository: {found}"
+
+
 def _outside_citations(path: Path) -> list[str]:
     text = artifact_text(path) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
     hits = _hits(OUTSIDE, text)
