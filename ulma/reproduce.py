@@ -159,7 +159,7 @@ def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, 
 
 def _execute(papermill, nbformat, source: Path, executed: Path, parameters, run_parameters, timeout, digest) -> dict[str, Any]:
     """Execute one notebook with `run_parameters` (`parameters` plus ``force`` where it declares it)."""
-    entry: dict[str, Any] = {"started_at": now(), "parameters": run_parameters, "executed": str(executed)}
+    entry: dict[str, Any] = {"started_at": now(), "parameters": run_parameters, "executed": portable_path(executed)}
     t0 = time.perf_counter()
     with PeakMemory(descendants=True, interval=0.5) as mem:
         try:
@@ -180,6 +180,9 @@ def _mark(nbformat, executed: Path, parameters: dict[str, Any], digest: str) -> 
     """Record the source digest and the parameters (``force`` aside) a completed copy counts for."""
     nb = nbformat.read(executed, as_version=4)
     nb.metadata["ulma"] = {"source_digest": digest, "parameters": parameters}
+    for key in ("input_path", "output_path"):  # papermill keeps the absolute paths it was given
+        if key in nb.metadata.get("papermill", {}):
+            nb.metadata["papermill"][key] = portable_path(nb.metadata["papermill"][key])
     nbformat.write(nb, executed)
 
 
