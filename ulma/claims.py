@@ -49,6 +49,7 @@ import numpy as np
 
 from ulma import stats
 from ulma.data import SOURCES
+from ulma.store import record_value
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
 FAMILY_CONFIDENCE = 0.95  # joint level of a family of rows (Bonferroni: each row at 1 − 0.05/k)
@@ -190,18 +191,9 @@ def load_records(profile: str, results_dir: str | Path = "results") -> list[dict
     return records
 
 
-def _get(record: Mapping, dotted: str) -> Any:
-    value: Any = record
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _labels(record: Mapping) -> str | None:
     """The QA-feedback label option of a run (the loader's default when the config does not set it)."""
-    explicit = (_get(record, "config.train.data_options") or {}).get("labels")
+    explicit = (record_value(record, "config.train.data_options") or {}).get("labels")
     if explicit is not None:
         return explicit
     source = SOURCES.get(record.get("dataset"))
@@ -253,7 +245,7 @@ def objective_endpoints(record: Mapping) -> tuple[dict, dict, str] | None:
     """(start, end, source) of a run's objective: ``metrics.train.objective.{start,end}`` when the run
     recorded them, else the first and last logged training entries that hold a loss, rewards or KL
     (minibatch means after the first logging interval: a rougher test). None when neither exists."""
-    train = _get(record, "metrics.train") or {}
+    train = record_value(record, "metrics.train") or {}
     objective = train.get("objective")
     if isinstance(objective, Mapping) and isinstance(objective.get("start"), Mapping) \
             and isinstance(objective.get("end"), Mapping):
@@ -308,7 +300,7 @@ def _item_table(runs: dict[int, Mapping], metric: Metric, seeds: list[int], ids:
     """(seeds, prompts, k) values of `metric` for the given seeds and item ids."""
     table = np.empty((len(seeds), len(ids), len(metric.columns)))
     for s, seed in enumerate(seeds):
-        section = _get(runs[seed], f"metrics.eval.per_item.{metric.section}")
+        section = record_value(runs[seed], f"metrics.eval.per_item.{metric.section}")
         position = {i: k for k, i in enumerate(section["ids"])}
         for c, column in enumerate(metric.columns):
             values = np.asarray(column(section), dtype=float)
@@ -317,7 +309,7 @@ def _item_table(runs: dict[int, Mapping], metric: Metric, seeds: list[int], ids:
 
 
 def _has_items(record: Mapping, metric: Metric) -> bool:
-    section = _get(record, f"metrics.eval.per_item.{metric.section}")
+    section = record_value(record, f"metrics.eval.per_item.{metric.section}")
     if not isinstance(section, Mapping) or not section.get("ids"):
         return False
     try:
@@ -328,7 +320,7 @@ def _has_items(record: Mapping, metric: Metric) -> bool:
 
 def _aggregate(record: Mapping, metric: Metric) -> float | None:
     for path in metric.aggregate:
-        value = _get(record, path)
+        value = record_value(record, path)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     return None
@@ -380,7 +372,7 @@ def _combine(claim: Claim, values: Sequence[float]) -> float:
 def _per_run(claim, metric, selected, confidence, n_resamples, seed) -> dict[str, Any]:
     samples = []
     for runs in selected:
-        values = [next((v for p in metric.run_paths if isinstance(v := _get(r, p), (int, float))), None)
+        values = [next((v for p in metric.run_paths if isinstance(v := record_value(r, p), (int, float))), None)
                   for r in runs.values()]
         if any(v is None for v in values):
             return _not_measured(claim, confidence, f"no {metric.name} recorded ({', '.join(metric.run_paths)})")
@@ -412,7 +404,7 @@ def _bootstrap_items(selected: Sequence[dict[int, Mapping]], metric: Metric, eff
     seeds = sorted(set.intersection(*(set(runs) for runs in selected)))
     if not seeds:
         return None, "the methods share no seed"
-    sections = [_get(runs[s], f"metrics.eval.per_item.{metric.section}") for runs in selected for s in seeds]
+    sections = [record_value(runs[s], f"metrics.eval.per_item.{metric.section}") for runs in selected for s in seeds]
     common = set.intersection(*(set(sec["ids"]) for sec in sections))
     ids = [i for i in sections[0]["ids"] if i in common]
     if len(ids) < 2:
@@ -464,7 +456,7 @@ def estimate(records: Sequence[Mapping], method: str, dataset: str, metric: str,
         return {**out, "note": why}
     problems = [p for r in runs.values() if (p := training_problem(r))]
     if spec.run_paths:
-        values = [next((v for p in spec.run_paths if isinstance(v := _get(r, p), (int, float))), None)
+        values = [next((v for p in spec.run_paths if isinstance(v := record_value(r, p), (int, float))), None)
                   for r in runs.values()]
         values = [v for v in values if v is not None]
         return {**out, "estimate": float(np.mean(values)) if values else math.nan, "n_seeds": len(values),

@@ -24,7 +24,8 @@ from scipy import stats
 
 from ulma.losses import get_method
 from ulma.experiments import EXPERIMENTS, GRADIENT_METHODS, resolve_path
-from ulma.report import RESULT_TEXT, _get, _number, _profile_name, collect
+from ulma.report import RESULT_TEXT, _number, _profile_name, collect
+from ulma.store import record_value
 
 # the paper's names for the methods and datasets (tables keep the ids; figures and readings use these)
 METHOD_NAMES = {
@@ -154,7 +155,7 @@ def _runs(profile, experiment: str, results_dir) -> pd.DataFrame:
     folder = resolve_path(results_dir) / _profile_name(profile) / EXPERIMENTS[experiment].name
     for metric, paths in TRIALS.items():
         runs[metric + "_n"] = [
-            next((v for v in (_number(_get(_record(folder / f), p)) for p in paths) if v is not None), None)
+            next((v for v in (_number(record_value(_record(folder / f), p)) for p in paths) if v is not None), None)
             for f in runs["file"]]
     return runs
 
@@ -403,15 +404,15 @@ def pipeline_stages(profile, results_dir="results") -> list[tuple[str, str, floa
         record = _record(path)
         if record.get("status") != "done":
             continue
-        train = _get(record, "metrics.train") or {}
-        if all(_get(train, key) is not None for key in RLHF_STAGES.values()):  # reward model + PPO: two stages
-            parts = {s: _number(_get(train, key)) or 0.0 for s, key in RLHF_STAGES.items()}
-            total = _number(train.get("wall_time_s")) or _number(_get(record, "timings.train_s")) or 0.0
+        train = record_value(record, "metrics.train") or {}
+        if all(record_value(train, key) is not None for key in RLHF_STAGES.values()):  # reward model + PPO: two stages
+            parts = {s: _number(record_value(train, key)) or 0.0 for s, key in RLHF_STAGES.items()}
+            total = _number(train.get("wall_time_s")) or _number(record_value(record, "timings.train_s")) or 0.0
             parts["loading, saving"] = max(0.0, total - sum(parts.values()))
             for stage, seconds in parts.items():
                 found.setdefault(("RLHF (RM+PPO)", stage), []).append(seconds)
         else:
-            found.setdefault(("ULMA", "one stage"), []).append(_number(_get(record, "timings.train_s")) or 0.0)
+            found.setdefault(("ULMA", "one stage"), []).append(_number(record_value(record, "timings.train_s")) or 0.0)
     return [(p, s, sum(v) / len(v)) for (p, s), v in found.items()]
 
 
@@ -492,7 +493,7 @@ CURVES = {
 
 def training_history(record: dict) -> pd.DataFrame:
     """The per-step log of a run record (``metrics.train.log_history``) as a frame indexed by step."""
-    history = _get(record, "metrics.train.log_history") or []
+    history = record_value(record, "metrics.train.log_history") or []
     rows = [h for h in history if isinstance(h, dict) and "step" in h and "train_runtime" not in h]
     return pd.DataFrame(rows)
 

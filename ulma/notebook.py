@@ -24,7 +24,8 @@ from ulma.catalog import budget_of, matched_steps, sequences_per_step
 from ulma.experiments import EXPERIMENTS, as_profile, resolve_path
 from ulma.figures import (CHANCE, HIGHER_IS_BETTER, LABELS, _in_table_order, _not_measured, _record, _runs,
                           dataset_name, method_name, summary, training_history)
-from ulma.report import _get, _profile_name
+from ulma.report import _profile_name
+from ulma.store import record_value
 
 # ----------------------------------------------------------------------------------------- quiet
 class _OncePerMessage(logging.Filter):
@@ -134,7 +135,7 @@ def setup_differences(profile, results_dir="results") -> pd.DataFrame:
     table = pd.DataFrame({"setting": list(SETUP_ROWS),
                           "this run": [str(read(mine)) for read in SETUP_ROWS.values()],
                           "paper profile": [str(read(paper)) for read in SETUP_ROWS.values()]})
-    devices = sorted({_get(_record(p), "versions.device") or "" for p in
+    devices = sorted({record_value(_record(p), "versions.device") or "" for p in
                       (resolve_path(results_dir) / mine.name).glob("*/*__seed*.json")} - {""})
     hardware = pd.DataFrame({"setting": ["hardware"], "this run": ["; ".join(devices) or "no runs yet"],
                              "paper profile": ["8 GPUs (the paper)"]})
@@ -153,7 +154,7 @@ def sample_generations(profile, experiment: str, dataset: str = "hh", n: int = 3
     replies: dict[str, dict[int, dict]] = {}
     for path in sorted(folder.glob(f"{dataset}__*__seed0.json")):
         record = _record(path)
-        rows = record.get("generations") or _get(record, "metrics.eval.generations") or []
+        rows = record.get("generations") or record_value(record, "metrics.eval.generations") or []
         if rows:
             replies[record["method"]] = {int(r.get("index", i)): r for i, r in enumerate(rows)}
     if not replies:

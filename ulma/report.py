@@ -20,7 +20,7 @@ from ulma import claims, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
 from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
 from ulma.losses import METHODS
-from ulma.store import as_profile, resolve_path
+from ulma.store import as_profile, record_value, resolve_path
 
 # canonical metric -> where it lives in a run record (first found wins)
 METRICS: dict[str, tuple[str, ...]] = {
@@ -87,15 +87,6 @@ DID_NOT_TRAIN = "did not train"
 
 
 # ------------------------------------------------------------------------------------------ collect
-def _get(record: dict, dotted: str) -> Any:
-    value: Any = record
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -117,9 +108,9 @@ def collect(profile: str, experiment: str, results_dir: str = "results") -> pd.D
         row["reused_from"] = record.get("reused_from")
         row["file"] = path.name
         for metric, paths in METRICS.items():
-            row[metric] = next((v for v in (_number(_get(record, p)) for p in paths) if v is not None), None)
+            row[metric] = next((v for v in (_number(record_value(record, p)) for p in paths) if v is not None), None)
         for metric, (num, den) in RATIOS.items():
-            top, bottom = _number(_get(record, num)), _number(_get(record, den))
+            top, bottom = _number(record_value(record, num)), _number(record_value(record, den))
             row[metric] = top / bottom if top is not None and bottom else None
         for key, value in (record.get("overrides") or {}).items():
             row[f"override.{key}"] = json.dumps(value) if isinstance(value, (dict, list)) else value
@@ -146,12 +137,12 @@ def _budget_and_training(record: dict) -> dict[str, Any]:
     budget = budget_of(record)
     n = budget.get("sequences_per_step")
     method = METHODS.get(record.get("base_method") or record.get("method"))
-    train = _get(record, "config.train") or {}
+    train = record_value(record, "config.train") or {}
     if n is None and method is not None and method.runner == "offline" and "per_device_train_batch_size" in train:
         n = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
         n *= 2 if method.data_kind == "pairwise" else 1
     if n is None and method is not None and method.runner == RLHF_RUNNER:
-        n = _get(record, "config.rlhf.rollout_batch_size")
+        n = record_value(record, "config.rlhf.rollout_batch_size")
     out = {"budget": budget["label"], "sequences_per_step": n, "loss_change": None, "training_problem": None}
     if record.get("status") != "done":
         return out

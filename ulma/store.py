@@ -79,6 +79,17 @@ def resolved_config(prof: Profile, method: str, dataset: str, data_dir: str | No
     }
 
 
+def record_value(record: Mapping, dotted: str) -> Any:
+    """``record["a"]["b"]["c"]`` for ``"a.b.c"``, or None where a level is missing (records of older
+    versions lack newer keys)."""
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def data_fingerprints(dataset: str, splits, data_dir: str | None) -> dict[str, str | None]:
     """{split: sha256 of the content `ulma.data.load` reads for it}; None where it cannot be had (the run
     then says why it was not measured)."""
