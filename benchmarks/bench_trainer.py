@@ -16,6 +16,9 @@ Batches hold the same number of sequences for every method: ``--batch`` point-wi
     python benchmarks/bench_trainer.py --model smollm2 --methods ulma,pointwise_dpo,dpo \\
         --json results/benchmarks/trainer_cpu.json                       # SmolLM2 + LoRA, 4 x 128 tokens
     python benchmarks/bench_trainer.py --json results/benchmarks/trainer_cpu.json --append  # + tiny
+    python benchmarks/bench_trainer.py --model smollm2 --methods ulma --references cached --batch 8 \
+        --max-length 192 --steps 8 --examples 256 --samplers random,group_by_length \
+        --data-dir bundled --json results/benchmarks/padding_train_cpu.json  # length-grouped batches
 
 Not a test: numbers depend on the machine and on what else runs on it (the JSON records the load average).
 """
@@ -46,6 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="sequences per step (DPO: batch/2 pairs)")
     p.add_argument("--max-length", type=int, default=128, help="prompt + reply tokens (reply: a quarter of it)")
     p.add_argument("--steps", type=int, default=5, help="optimizer steps per run")
+    p.add_argument("--samplers", default="random", help="random | group_by_length | both, comma-separated: "
+                   "train.group_by_length off / on (the padded fraction and step time of each)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="source examples trained on (default: batch x steps; more gives the sampler rows to group)")
     p.add_argument("--warmup", type=int, default=1, help="first steps left out of the timing")
     p.add_argument("--dataset", default="hh")
     p.add_argument("--data-dir", default=None, help="data root (default: $ULMA_DATA_DIR, else the project's fixtures)")
@@ -85,7 +92,8 @@ def worker(spec: dict) -> dict:
         "max_prompt_length": spec["max_length"] - reply, "max_completion_length": reply,
         "reference": spec["reference"] or "cached", "train_split": spec["split"],
         # source examples for the steps (a pair gives 2 point-wise rows): the cached pass stays small
-        "max_train_examples": spec["batch"] * spec["steps"],
+        "max_train_examples": spec["examples"] or spec["batch"] * spec["steps"],
+        "group_by_length": spec["sampler"] == "group_by_length",
         "data_options": {"on_bad_row": "skip"}, "learning_rate": 1e-4,
     }
     profile = load_profile("tiny", overrides)  # tiny's optimisation settings; the model is overridden
@@ -102,7 +110,8 @@ def worker(spec: dict) -> dict:
     median = statistics.median(step_times[timed])
     steps = metrics["global_step"]
     return {
-        **{k: spec[k] for k in ("model", "method", "reference", "batch", "max_length", "dataset", "split")},
+        **{k: spec[k] for k in ("model", "method", "reference", "batch", "max_length", "dataset", "split", "sampler")},
+        "padded_fraction": metrics["padded_fraction"],
         "sequences_per_step": spec["batch"],
         "step_time_s": median,
         "step_time_min_s": min(step_times[timed]),
@@ -137,8 +146,9 @@ def main(argv=None) -> int:
     split = "train" if data_dir == "fixtures" else "mini_train"  # offline copies hold HH's test split only
     runs = []
     for method in methods:
-        for reference in (args.references.split(",") if method in NEEDS_REFERENCE else [None]):
-            spec = {"model": args.model, "method": method, "reference": reference, "batch": args.batch,
+        for reference, sampler in [(r, s) for r in (args.references.split(",") if method in NEEDS_REFERENCE else [None])
+                                   for s in args.samplers.split(",")]:
+            spec = {"sampler": sampler, "examples": args.examples, "model": args.model, "method": method, "reference": reference, "batch": args.batch,
                     "max_length": args.max_length, "steps": args.steps, "warmup": args.warmup,
                     "dataset": args.dataset, "split": split, "data_dir": data_dir, "threads": args.threads,
                     "load_average": os.getloadavg()}
@@ -156,7 +166,8 @@ def main(argv=None) -> int:
                 return 1
             result = json.loads(lines[-1][len("RESULT "):])
             runs.append(result)
-            print(f"{args.model:8s} {method:14s} {str(reference):9s} step {result['step_time_s']:.3f}s  "
+            print(f"{args.model:8s} {method:14s} {str(reference):9s} {sampler:15s} "
+                  f"padded {result['padded_fraction']:.3f}  step {result['step_time_s']:.3f}s  "
                   f"{result['tokens_per_s']:8.0f} tok/s  peak {result['peak_memory_mb']:7.0f} MiB  "
                   f"setup {result['setup_s']:.1f}s  ref fwd/step {result['reference_forwards_per_step']:.1f}",
                   flush=True)

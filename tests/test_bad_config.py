@@ -43,6 +43,7 @@ TRAIN_CASES = [
     ("c inf", [*UNL, "--set", "c=.inf"], ["train.c = inf", "finite number"]),
     ("lora_r -1", [*UNL, "--set", "lora_r=-1"], ["train.lora_r = -1", ">= 1", "0 for full fine-tuning"]),
     ("lora_dropout 1", [*UNL, "--set", "lora_dropout=1"], ["train.lora_dropout = 1", "[0, 1)"]),
+    ("group_by_length 2", [*UNL, "--set", "group_by_length=2"], ["train.group_by_length = 2", "true or false"]),
     ("lora_target_modules 5", [*UNL, "--set", "lora_target_modules=5"],
      ["train.lora_target_modules = 5", "list of module names"]),
     ("max_steps 0", [*UNL, "--set", "max_steps=0"], ["train.max_steps = 0", "-1", ">= 1"]),

@@ -11,7 +11,6 @@ from transformers import PreTrainedTokenizerFast
 
 from ulma.batching import (
     IGNORE_INDEX,
-    LengthGroupedSampler,
     PairwiseCollator,
     PointwiseCollator,
     left_pad_prompts,
@@ -260,10 +259,6 @@ def test_length_grouped_batches_are_deterministic_and_hold_every_row_once():
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(103))
     assert [len(b) for b in batches] == [4] * 25 + [3]  # the one short batch last
-    sampler = LengthGroupedSampler(lengths, 4, seed=3, group_batches=5)
-    assert list(sampler) == flat and len(sampler) == 103
-    sampler.set_epoch(1)
-    assert list(sampler) == [i for b in length_grouped_batches(lengths, 4, seed=4, group_batches=5) for i in b]
     with pytest.raises(ValueError, match="batch_size"):
         length_grouped_batches(lengths, 0)
 

@@ -429,6 +429,23 @@ def test_changed_data_changes_the_config_hash(tiny, tmp_path):
     assert changed != same
 
 
+def test_batch_sizes_of_no_grad_passes_are_not_part_of_a_runs_identity(tiny):
+    """eval/generation/reference batch sizes change the speed only: the hash stays (no rerun); a setting that
+    changes what is computed (how many prompts are judged, length grouping of training batches) changes it."""
+    from ulma import store
+
+    def key(**overrides):
+        prof = tiny.override({**{f"eval.{k}": v for k, v in overrides.items() if k != "train"},
+                              **overrides.get("train", {})})
+        return store.config_hash(store.resolved_config(prof, "ulma", "hh", "fixtures"))
+
+    base = key()
+    assert key(eval_batch_size=3) == key(generation_batch_size=5) == base
+    assert key(train={"train.reference_batch_size": 7}) == base
+    assert key(num_generations=3) != base
+    assert key(train={"train.group_by_length": True}) != base
+
+
 def test_records_and_notebook_parameters_carry_no_machine_path(tmp_path):
     """Paths kept in records are relative to the repository, or ~/ under the home folder."""
     from ulma.files import REPO_ROOT, portable_path

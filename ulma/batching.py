@@ -7,7 +7,7 @@
 * `PointwiseCollator`, `PairwiseCollator`: right-padded batches with ``labels`` = -100 on prompt and
   padding, for training and scoring; `left_pad_prompts` for generation. KTO's mismatched pairs are built
   by `ulma.kl_partners` (the one builder), around a `PointwiseCollator`.
-* `length_grouped_batches` / `LengthGroupedSampler`: batches of similar length (little padding) in a
+* `length_grouped_batches`: batches of similar length (little padding) in a
   seeded random order; `padded_fraction`: the share of a batch's token slots that are padding.
 """
 from __future__ import annotations
@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
-from torch.utils.data import Sampler
 
 from ulma.data.files import EmptyDatasetError
 
@@ -250,26 +249,6 @@ def random_batches(n: int, batch_size: int, *, seed: int = 0) -> list[list[int]]
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return [order[k:k + batch_size] for k in range(0, n, batch_size)]
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """`length_grouped_batches` as a DataLoader sampler (indices, batch after batch); pass the same
-    `batch_size` to the DataLoader. A new seed per epoch (`set_epoch`) gives new batches."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, group_batches: int = 50):
-        self.lengths, self.batch_size, self.seed, self.group_batches = list(lengths), batch_size, seed, group_batches
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        batches = length_grouped_batches(self.lengths, self.batch_size, seed=self.seed + self.epoch,
-                                         group_batches=self.group_batches)
-        return iter([i for batch in batches for i in batch])
 
 
 def padded_fraction(batches: Iterable[Sequence[int]]) -> float:

@@ -31,7 +31,7 @@ from accelerate.utils import gather_object
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from ulma import data
-from ulma.batching import PairwiseCollator, PointwiseCollator, tokenize_dataset
+from ulma.batching import PairwiseCollator, PointwiseCollator, row_length, tokenize_dataset
 from ulma.config import AGGREGATIONS, CONTINUOUS_LOSSES, LOGP_REDUCTIONS, UNLIKELIHOOD_VARIANTS, ConfigError, TrainConfig
 from ulma.data.parsing import VIEW_FEATURES
 from ulma.data.standard import _Bad, _view, detect_format, normalize
@@ -195,6 +195,12 @@ class ULMATrainer(Trainer):
         if self.method.needs_kl_pairs:
             train_dataset, eval_dataset = (d if d is None or "kl_completion_ids" in d.column_names else add_kl_partners(d)
                                            for d in (train_dataset, eval_dataset))
+        if args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
+            # transformers' sampler reads the lengths from this column (else it would look for input_ids,
+            # which tokenized rows do not have): the token slots a row takes in its collated batch
+            train_dataset, eval_dataset = (d if d is None or args.length_column_name in d.column_names else
+                                           d.add_column(args.length_column_name, [row_length(r) for r in d])
+                                           for d in (train_dataset, eval_dataset))
         if data_collator is None:
             pad = getattr(processing_class, "pad_token_id", None)
             pad = pad if pad is not None else getattr(unwrap(model).config, "pad_token_id", None) or 0
@@ -213,6 +219,7 @@ class ULMATrainer(Trainer):
         self._eval_sums: dict[str, float] = defaultdict(float)
         self._eval_counts: dict[str, float] = defaultdict(float)
         self._tokens_since_log = 0
+        self._slots = {"tokens": 0, "slots": 0}  # the policy batches' real tokens and token slots (padding)
         self._start_logged = False
         self.session_tokens = 0  # policy input tokens since this Trainer started, all processes (not before a resume)
         self._last_log_time: float | None = None  # set by the first training step: setup is not timed
@@ -381,6 +388,8 @@ class ULMATrainer(Trainer):
             metrics["count/log_ratio"] = known.sum().to(ratio.dtype)
         if model.training:
             tokens = int(inputs["attention_mask"].sum())
+            self._slots["tokens"] += tokens
+            self._slots["slots"] += inputs["attention_mask"].numel()
             if not self._start_logged and self.state.global_step == 0:
                 self._log_start({**metrics, "loss": out.loss.detach()})
             self._store_metrics(metrics, tokens)
@@ -498,6 +507,15 @@ class ULMATrainer(Trainer):
         if adapter:
             lines += ["", "Load: `peft.AutoPeftModelForCausalLM.from_pretrained(<this folder>)`."]
         return "\n".join(lines) + "\n"
+
+    def gathered_padded_fraction(self) -> float | None:
+        """The share of the policy's training token slots (micro-batch rows × their padded width) that were
+        padding, over every process, since this Trainer started (a collective: call it on every process)."""
+        parts = [dict(self._slots)]
+        if self.args.world_size > 1:
+            parts = gather_object(parts)
+        slots = sum(p["slots"] for p in parts)
+        return 1.0 - sum(p["tokens"] for p in parts) / slots if slots else None
 
     def gathered_forward_counts(self) -> dict[str, int]:
         """`forward_counts` summed over processes (a collective: call it on every process)."""

@@ -59,10 +59,20 @@ def as_profile(profile: str | Profile) -> Profile:
     return profile if isinstance(profile, Profile) else load_profile(profile)
 
 
+# fields that set how many rows a no-grad pass takes at once: left out of a run's identity (`resolved_config`)
+THROUGHPUT_FIELDS = {"train": ("reference_batch_size",), "eval": ("eval_batch_size", "generation_batch_size")}
+
+
 def resolved_config(prof: Profile, method: str, dataset: str, data_dir: str | None) -> dict[str, Any]:
     """What determines a run's numbers (and nothing else: not paths, not the experiment's name)."""
     train = dataclasses.asdict(prof.train)
     train.pop("report_to", None)  # where logs go, not what a run computes (and the old hashes stay)
+    evaluation = dataclasses.asdict(prof.eval)
+    # batch sizes of no-grad passes change the speed, not the results (up to float rounding, as another
+    # machine's kernels would): a run is not redone for them (its folder's config.json keeps them)
+    for section, names in THROUGHPUT_FIELDS.items():
+        for name in names:
+            (train if section == "train" else evaluation).pop(name, None)
     # where the rows were read does not change the numbers, what they hold does: the data enter by content
     # ("data" below), so the same rows from the hub, a local copy or the bundled folder give one hash
     train["data_dir"] = None
@@ -72,7 +82,7 @@ def resolved_config(prof: Profile, method: str, dataset: str, data_dir: str | No
         # the content of what is read (sha256), so that changed data never reuses an old result
         "data": data_fingerprints(dataset, (prof.train.train_split, prof.eval.test_split), data_dir),
         "train": train,
-        "eval": dataclasses.asdict(prof.eval),
+        "eval": evaluation,
         # the other profile sections the method reads (rlhf: its PPO settings); None keeps the old hashes
         "rlhf": None,
         **{s: dataclasses.asdict(getattr(prof, s)) for s in get_method(method).profile_sections},

@@ -54,6 +54,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str | os.PathLike, *, metho
     values = dict(
         output_dir=str(Path(output_dir) / "checkpoints"),
         per_device_train_batch_size=cfg.per_device_train_batch_size,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
@@ -241,6 +242,7 @@ def _train_offline(profile: Profile, method: str, dataset: str, output_dir, *, d
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - start
     counts = trainer.gathered_forward_counts()  # collective: every process
+    padded = trainer.gathered_padded_fraction()  # collective
     log_history = trainer.state.log_history
     peak = max(e.get("peak_memory_mb", 0.0) for e in log_history) if log_history else None
     summary = dict(result.metrics)
@@ -263,6 +265,8 @@ def _train_offline(profile: Profile, method: str, dataset: str, output_dir, *, d
         "reference_cache": trainer.reference_cache,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_rows": len(trainer.train_dataset),
+        "group_by_length": cfg.group_by_length,
+        "padded_fraction": padded,
         "num_processes": trainer.args.world_size,
         "objective": objective_trace(log_history),
         "log_history": log_history,
