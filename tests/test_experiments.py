@@ -245,18 +245,38 @@ def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tin
     experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma"], [0], results_dir=results)
     out = capsys.readouterr().out
     assert "plan: 1 run(s), 0 already recorded, 1 to run" in out and "cost unknown" in out
-    # plant measured costs: ulma 60 + 30 s and 120 + 30 s (median 120 s); sft has none, so the median of all
+    # plant measured costs. ulma: loops of 40 / 80 / 60 s over 4 steps x 4 sequences (2.5 / 5 / 3.75 s per
+    # sequence, median 3.75) inside 60 / 120 / 90 s of training (setup 20 / 40 / 30, median 30); evaluations
+    # of 10 pairs in 20 s (2 s a pair), 4 prompts x 8 tokens in 16 s (0.5 s a token), judge + perplexity 4 s
     for seed, train_s in ((0, 60.0), (1, 120.0), (2, 90.0)):
         path = results / "tiny" / "04_ulma" / f"hh__ulma__seed{seed}.json"
         record = json.loads(path.read_text()) if seed == 0 else {**json.loads(
             (results / "tiny" / "04_ulma" / "hh__ulma__seed0.json").read_text()), "seed": seed}
-        record["timings"] = {"train_s": train_s, "eval_s": 30.0}
+        record["timings"] = {"train_s": train_s, "eval_s": 40.0}
+        record["budget"] = {"rule": "matched", "steps": 4, "sequences_per_step": 4}
+        record["metrics"]["train"].update(wall_time_s=train_s * 2 / 3, global_step=4)
+        record["metrics"]["eval"].update(
+            test_split=tiny.eval.test_split, preference_pairs=10, num_generations=4, max_new_tokens=8,
+            timings={"preference_s": 20.0, "generation_s": 16.0, "perplexity_s": 3.0, "judge_s": 1.0})
         path.write_text(json.dumps(record))
     costs = grid.measured_costs(results, "tiny")
-    assert costs == {"ulma": 120.0, "*": 120.0}
+    assert costs["ulma"] == {"setup_s": 30.0, "s_per_sequence": 3.75}
+    assert costs["*"] == {"setup_s": 30.0, "s_per_sequence": 3.75, "s_per_pair": 2.0, f"pairs:{tiny.eval.test_split}": 10.0,
+                          "s_per_new_token": 0.5, "other_s": 4.0}
+    ev = tiny.eval  # tiny judges num_generations prompts of max_new_tokens; scores at most max_eval_samples pairs
+    evaluation = min(10, ev.max_eval_samples or 10) * 2.0 + ev.num_generations * ev.max_new_tokens * 0.5 + 4.0
+    assert grid.estimate_seconds(costs, "ulma", 6, 4, ev) == pytest.approx(30.0 + 6 * 4 * 3.75 + evaluation)
+    assert grid.estimate_seconds(costs, "base", 0, 0, ev) == pytest.approx(evaluation)  # trains nothing
+    assert grid.estimate_seconds({}, "ulma", 6, 4, ev) is None  # nothing measured
     planned = grid.plan(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0, 5], results_dir=results)
-    assert [(p["method"], p["seed"], p["done"], p["estimate_s"]) for p in planned] == [
-        ("ulma", 0, True, None), ("ulma", 5, False, 120.0), ("sft", 0, False, 120.0), ("sft", 5, False, 120.0)]
+    assert [(p["method"], p["seed"], p["done"]) for p in planned] == [
+        ("ulma", 0, True), ("ulma", 5, False), ("sft", 0, False), ("sft", 5, False)]
+    assert planned[0]["estimate_s"] is None and all(p["estimate_s"] > evaluation for p in planned[1:])
+    # sft has no measurement of its own: every method's rates, for its own steps and sequences
+    sft = catalog.run_profile(tiny, catalog.get_experiment("04_ulma"), "hh", catalog.Variant("sft"), 0)
+    steps = catalog.run_budget(tiny, catalog.get_experiment("04_ulma"), sft, "sft")
+    assert planned[2]["estimate_s"] == pytest.approx(grid.estimate_seconds(
+        costs, "sft", steps["steps"], steps["sequences_per_step"], ev))
 
     trained = len(fake.trained)
     records = experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results, train=False)
@@ -264,7 +284,8 @@ def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tin
     assert records[0]["status"] == "done" and records[1]["status"] == "not_run"
     experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results)
     out = capsys.readouterr().out
-    assert "1 already recorded, 1 to run (≈ 2.0 min)" in out and len(fake.trained) == trained + 1
+    assert f"1 already recorded, 1 to run (≈ {planned[2]['estimate_s'] / 60:.1f} min)" in out
+    assert len(fake.trained) == trained + 1
 
 
 def test_the_grid_produces_a_base_row(tiny, tmp_path, monkeypatch):

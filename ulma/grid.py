@@ -13,6 +13,7 @@ records that exist.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import shutil
 import statistics
@@ -27,11 +28,11 @@ from ulma.claims import claim_arms
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.files import portable_path
-from ulma.losses import get_method
+from ulma.losses import METHODS, get_method
 from ulma.runs import RunFolder, resolve_data_dir
 from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
-                        package_versions, read_record, resolve_path, resolved_config, result_path, run_folder,
-                        short_error, write_record)
+                        package_versions, read_record, record_value, resolve_path, resolved_config, result_path,
+                        run_folder, short_error, write_record)
 from ulma.trainer import train
 
 NOT_APPLICABLE_REASON = {  # why a dataset lacks a view (ulma.data.SOURCES says which views it has)
@@ -79,19 +80,86 @@ def _identify(prof: Profile, exp, dataset: str, label: str, seed: int, results_d
         results_dir, prof.name, exp.name, dataset, label, seed)
 
 
-def measured_costs(results_dir, profile: str) -> dict[str, float]:
-    """Seconds per run (train_s + eval_s, median over the records of this profile that trained and
-    evaluated, reused ones excluded) by base method, and under "*" over every method."""
-    costs: dict[str, list[float]] = {}
+def _loop(record: Mapping) -> tuple[float, int, int] | None:
+    """(seconds, steps, sequences per step) of a record's training loop: the optimizer steps (RLHF: the PPO
+    stage; its reward model counts as setup); None when the record does not say."""
+    train, config = record_value(record, "metrics.train") or {}, record.get("config") or {}
+    budget = record.get("budget") or {}
+    if isinstance(train.get("ppo"), Mapping):
+        seconds, steps = train["ppo"].get("wall_time_s"), train["ppo"].get("steps")
+        n = budget.get("sequences_per_step") or record_value(config, "rlhf.rollout_batch_size")
+    else:
+        seconds, steps = train.get("wall_time_s"), train.get("global_step")
+        cfg = config.get("train") or {}
+        per_row = 2 if get_method(record.get("base_method", "sft")).data_kind == "pairwise" else 1  # a pair: 2
+        n = budget.get("sequences_per_step") or (
+            cfg.get("per_device_train_batch_size", 0) * cfg.get("gradient_accumulation_steps", 1) * per_row)
+    return (float(seconds), int(steps), int(n)) if seconds and steps and n else None
+
+
+def measured_costs(results_dir, profile: str) -> dict[str, dict[str, float]]:
+    """Unit costs measured by this profile's records that trained and evaluated (reused ones excluded),
+    medians, by base method and under "*" over every method:
+
+    - ``setup_s``: training time outside the loop (loading, the cached reference pass; RLHF's reward model);
+    - ``s_per_sequence``: the loop's seconds per training sequence (steps × sequences per step);
+    - ``s_per_pair``: the preference pass per test pair; ``s_per_new_token``: generation per token of the
+      budget (prompts × max_new_tokens: a batch runs until its last row ends); ``other_s``: the rest of an
+      evaluation (perplexity pass, judge);
+    - ``pairs:<split>``: the test pairs a split holds (evaluation scores at most that many).
+    """
+    samples: dict[str, dict[str, list[float]]] = {}
+
+    def add(method: str, name: str, value: float) -> None:
+        for key in (method, "*"):
+            samples.setdefault(key, {}).setdefault(name, []).append(value)
+
     for path in sorted((Path(results_dir) / profile).glob("*/*.json")):
         record = read_record(path) or {}
-        timings = record.get("timings") or {}
+        timings, method = record.get("timings") or {}, record.get("base_method", "?")
         if record.get("status") != "done" or record.get("reused_from") or "train_s" not in timings:
             continue
-        seconds = float(timings["train_s"]) + float(timings.get("eval_s") or 0.0)
-        costs.setdefault(record.get("base_method", "?"), []).append(seconds)
-        costs.setdefault("*", []).append(seconds)
-    return {method: statistics.median(values) for method, values in costs.items()}
+        loop = _loop(record) if method in METHODS and get_method(method).trains else None
+        if loop is not None:
+            seconds, steps, n = loop
+            add(method, "setup_s", max(float(timings["train_s"]) - seconds, 0.0))
+            add(method, "s_per_sequence", seconds / (steps * n))
+        ev = record_value(record, "metrics.eval") or {}
+        parts = ev.get("timings") or {}
+        pairs = ev.get("preference_pairs") or 0
+        budget = (ev.get("num_generations") or 0) * (ev.get("max_new_tokens") or 0)
+        if pairs and "preference_s" in parts:
+            add("*", "s_per_pair", parts["preference_s"] / pairs)
+            add("*", f"pairs:{ev.get('test_split')}", float(pairs))
+        if budget and "generation_s" in parts:
+            add("*", "s_per_new_token", parts["generation_s"] / budget)
+        if parts:
+            add("*", "other_s", sum(v for k, v in parts.items() if k in ("perplexity_s", "judge_s", "judge_setup_s")))
+    return {method: {name: statistics.median(v) for name, v in values.items()} for method, values in samples.items()}
+
+
+def estimate_seconds(costs: Mapping[str, Mapping[str, float]], method: str, steps: int | None, sequences: int,
+                     ev) -> float | None:
+    """A planned run's time from `measured_costs`: setup + steps × sequences × s_per_sequence (the method's
+    own rates, else every method's) + its evaluation (test pairs × s_per_pair + prompts × max_new_tokens ×
+    s_per_new_token + other_s). None when nothing was measured."""
+    own, every = costs.get(method, {}), costs.get("*", {})
+    rate = lambda name: own.get(name, every.get(name))  # noqa: E731
+    if not every:
+        return None
+    seconds = 0.0
+    if get_method(method).trains and steps:
+        if rate("s_per_sequence") is None:
+            return None
+        seconds += (rate("setup_s") or 0.0) + steps * sequences * rate("s_per_sequence")
+    # the split's measured size, else the most the evaluation scores (else any split's: a guess)
+    pairs = every.get(f"pairs:{ev.test_split}", ev.max_eval_samples or statistics.median(
+        [v for k, v in every.items() if k.startswith("pairs:")] or [0.0]))
+    pairs = min(pairs, ev.max_eval_samples) if ev.max_eval_samples else pairs
+    seconds += (pairs or 0.0) * (every.get("s_per_pair") or 0.0)
+    generated = (ev.num_generations if ev.num_generations is not None else 256) * ev.max_new_tokens
+    seconds += generated * (every.get("s_per_new_token") or 0.0) + (every.get("other_s") or 0.0)
+    return seconds
 
 
 def run_seeds(prof: Profile, exp, dataset: str, label: str) -> list[int]:
@@ -118,12 +186,26 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
     for dataset in datasets:
         for label in methods:
             for seed in (run_seeds(prof, exp, dataset, label) if seeds is None else seeds):
-                variant, _, _, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir, data_dir)
+                variant, rprof, _, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir, data_dir)
                 done = fresh(read_record(path), key, force)
-                estimate = None if done else costs.get(variant.method, costs.get("*"))
+                budget = run_budget(prof, exp, rprof, variant.method)
+                steps = budget["steps"] or _epoch_steps(rprof, variant.method)
+                estimate = None if done else estimate_seconds(costs, variant.method, steps,
+                                                               budget["sequences_per_step"], rprof.eval)
                 rows.append({"dataset": dataset, "method": label, "seed": seed, "base_method": variant.method,
                              "done": done, "estimate_s": estimate, "path": str(path)})
     return rows
+
+
+def _epoch_steps(prof: Profile, method: str) -> int | None:
+    """Optimizer steps of a run trained by epochs (the `paper` budget), from the profile's example count:
+    None when it takes every example (unknown without the data)."""
+    train = prof.train
+    if train.max_train_examples is None:
+        return None
+    rows = train.max_train_examples * (1 if get_method(method).data_kind in ("pairwise", "sft") else 2)
+    per_step = train.per_device_train_batch_size * train.gradient_accumulation_steps
+    return max(1, math.ceil(rows * train.num_train_epochs / per_step))
 
 
 def run_one(
