@@ -86,3 +86,39 @@ def test_the_plan_of_the_selected_experiments_is_printed_before_training(tmp_pat
     assert {r["experiment"] for r in rows} == {"06_calibration", "06_ablations"}
     assert all(not r["done"] and r["estimate_s"] is None for r in rows)  # nothing recorded or measured yet
     assert "cost unknown" in out
+
+
+def test_readme_results_section_is_the_summary_computed_from_results():
+    """The README's results section is `ulma.report.results_summary` of the committed results (reproduce
+    rewrites it): its counts and numbers come from claims.csv and the records, never typed."""
+    from pathlib import Path
+
+    from ulma import report
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- results:mini -->\n", 1)[1].split("<!-- /results:mini -->", 1)[0]
+    summary = report.results_summary("mini")
+    fix = "python -c \"from ulma import report; report.write_summary('mini', readme='README.md')\""
+    assert block == summary, f"the README's results section is out of date: {fix}"
+    assert (root / "results" / "mini" / "tables" / report.SUMMARY_FILE).read_text() == summary
+
+
+def test_write_summary_replaces_only_the_marked_block(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from ulma import report
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "results" / "mini", tmp_path / "results" / "mini")
+    readme = tmp_path / "README.md"
+    readme.write_text("# head\n<!-- results:mini -->\nold text\n<!-- /results:mini -->\n## tail\n")
+    path = report.write_summary("mini", tmp_path / "results", readme=readme)
+    text = path.read_text()
+    assert "claims of the paper" in text and "planned runs" in text
+    assert readme.read_text() == "# head\n<!-- results:mini -->\n" + text + "<!-- /results:mini -->\n## tail\n"
+    other = tmp_path / "OTHER.md"
+    other.write_text("no markers\n")
+    report.write_summary("mini", tmp_path / "results", readme=other)
+    assert other.read_text() == "no markers\n"

@@ -217,6 +217,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             "pipeline (reward model + PPO) against ULMA in one step.",
             datasets=("hh",),
             variants=_plain(ALL_METHODS),
+            # the main comparison's budgets: every method does the same work (S steps of N sequences), so its
+            # cost is compared like for like, and its runs are 04's HH runs (reused, never trained twice)
+            comparison=True,
         ),
         Experiment(
             "08_figures",

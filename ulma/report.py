@@ -19,6 +19,7 @@ import pandas as pd
 from ulma import claims, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
 from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
+from ulma.grid import plan
 from ulma.losses import METHODS
 from ulma.store import as_profile, record_value, resolve_path
 
@@ -295,3 +296,71 @@ def weights_at(profile: str, log_ratio: float = 0.0, results_dir: str = "results
         for row in at[at["method"] == method].itertuples():
             lines.append(f"{method:22s} {row.sample:9s} {round(row.weight, 4) + 0.0:+.4f}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- results summary
+SUMMARY_FILE = "summary.md"
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
+
+
+def grid_progress(profile: str, results_dir: str = "results") -> dict[str, Any]:
+    """How much of the profile's grid has a record of its current config (`ulma.grid.plan`): planned runs,
+    done runs (those skipped for their dataset count as done: nothing to train), their recorded compute
+    (train + eval seconds; reused runs counted once, where they ran) and the devices they ran on."""
+    prof = as_profile(profile)
+    planned = done = 0
+    seconds, devices = 0.0, set()
+    for name, exp in EXPERIMENTS.items():
+        datasets, variants = exp.datasets_for(prof), list(exp.variants_for(prof))
+        if not datasets or not variants:
+            continue
+        for row in plan(prof, name, datasets, variants, results_dir=results_dir):
+            planned += 1
+            if not row["done"]:
+                continue
+            done += 1
+            record = json.loads(Path(row["path"]).read_text())
+            timings = record.get("timings") or {}
+            if record.get("status") == "done" and not record.get("reused_from") and timings:
+                seconds += float(timings.get("train_s") or 0.0) + float(timings.get("eval_s") or 0.0)
+                devices.add(record_value(record, "versions.device") or "?")
+    return {"planned": planned, "done": done, "compute_s": seconds, "devices": sorted(devices)}
+
+
+def results_summary(profile: str, results_dir: str = "results") -> str:
+    """The README's results section: the verdict counts of ``tables/claims.csv``, each measured claim with
+    its effect and CI, and how much of the grid is done, in how much compute, on which hardware."""
+    name = _profile_name(profile)
+    tables = resolve_path(results_dir) / name / "tables"
+    rows = pd.read_csv(tables / "claims.csv").to_dict("records")
+    counts = {v: sum(str(r["verdict"]).startswith(v) for r in rows) for v in VERDICTS}
+    progress = grid_progress(profile, results_dir)
+    lines = [f"[`claims.csv`](results/{name}/tables/claims.md): {len(rows)} claims of the paper, each with a "
+             "verdict computed from bootstrap CIs over prompts and seeds: "
+             + ", ".join(f"**{counts[v]} {v}**" for v in VERDICTS) + "."]
+    measured = [r for r in rows if not str(r["verdict"]).startswith("not measured")]
+    if measured:
+        lines += ["", "| claim | verdict | effect [CI] |", "|---|---|---|"]
+        lines += [f"| {r['text']} | {r['verdict']} | {r['difference']:+.3g} [{r['ci_low']:+.3g}, "
+                  f"{r['ci_high']:+.3g}] |" for r in measured]
+    hardware = "; ".join(progress["devices"]) or "none yet"
+    lines += ["", f"Grid: {progress['done']} of {progress['planned']} planned runs have a record of the current "
+              f"protocol ({progress['compute_s'] / 3600:.1f} h of compute on {hardware}); "
+              "`make reproduce` trains the rest and rewrites this section."]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(profile: str, results_dir: str = "results", readme: str | Path | None = None) -> Path:
+    """Write `results_summary` to ``tables/summary.md`` and, when `readme` holds the markers
+    ``<!-- results:<profile> -->`` … ``<!-- /results:<profile> -->``, between them."""
+    name = _profile_name(profile)
+    text = results_summary(profile, results_dir)
+    path = resolve_path(results_dir) / name / "tables" / SUMMARY_FILE
+    path.write_text(text)
+    if readme is not None and Path(readme).exists():
+        start, end = f"<!-- results:{name} -->\n", f"<!-- /results:{name} -->"
+        content = Path(readme).read_text()
+        if start in content and end in content:
+            head, rest = content.split(start, 1)
+            Path(readme).write_text(head + start + text + end + rest.split(end, 1)[1])
+    return path

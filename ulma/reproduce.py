@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ulma import claims
+from ulma import claims, report
 from ulma.catalog import EXPERIMENTS
 from ulma.files import portable_path
 from ulma.grid import plan, print_plan
@@ -130,7 +130,11 @@ def reproduce(
         raise RuntimeError(f"notebook(s) failed: {failed}; executed copies with the error under {out_dir}")
     paths = claims.write_claims(prof.name, resolve_path(results_dir))
     print(f"claims: {paths['csv']}", flush=True)
-    log["claims"] = {"written_at": now(), "csv": str(paths["csv"].relative_to(root)), "md": str(paths["md"].relative_to(root))}
+    # the README's results section, when these are the repository's own results (never a test's copy)
+    readme = project_root() / "README.md" if resolve_path(results_dir) == project_root() / "results" else None
+    summary = report.write_summary(prof.name, results_dir, readme=readme)
+    log["claims"] = {"written_at": now(), **{kind: str(p.relative_to(root)) for kind, p in
+                                             (*paths.items(), ("summary", summary))}}
     write_record(log_path, log)
     return entries
 

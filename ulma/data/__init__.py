@@ -14,6 +14,7 @@ docs/RELIABILITY.md. `require_rows` turns "nothing left to train on" into an err
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -104,8 +105,16 @@ def require_rows(dataset: datasets.Dataset, what: str, report: LoadReport | None
 # ---------------------------------------------------------------------------------------- fingerprints
 def content_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's data: of its decompressed bytes when gzipped, so that a ``.gz`` copy and a
-    plain copy of the same data have the same fingerprint."""
-    path = Path(path)
+    plain copy of the same data have the same fingerprint. Remembered per (file, size, modification time):
+    planning a grid fingerprints the same files for every run."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _content_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _content_sha256(name: str, size: int, mtime_ns: int) -> str:
+    path = Path(name)
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     if not gzipped:
