@@ -272,6 +272,9 @@ def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tin
     assert [(p["method"], p["seed"], p["done"]) for p in planned] == [
         ("ulma", 0, True), ("ulma", 5, False), ("sft", 0, False), ("sft", 5, False)]
     assert planned[0]["estimate_s"] is None and all(p["estimate_s"] > evaluation for p in planned[1:])
+    # a run that can only record why it cannot run costs nothing: pairwise DPO on red-team (no pairs)
+    (red,) = grid.plan(tiny, "04_ulma", ["red_team"], ["dpo"], [0], results_dir=results)
+    assert red["skip"].startswith("red_team has no pairwise view") and red["estimate_s"] == 0.0
     # sft has no measurement of its own: every method's rates, for its own steps and sequences
     sft = catalog.run_profile(tiny, catalog.get_experiment("04_ulma"), "hh", catalog.Variant("sft"), 0)
     steps = catalog.run_budget(tiny, catalog.get_experiment("04_ulma"), sft, "sft")
@@ -369,9 +372,12 @@ def test_base_row_comes_first_and_calibration_uses_a_validation_slice(tiny):
     mini = load_profile("mini")
     cal = experiments.get_experiment("06_calibration")
     variants = cal.variants_for(mini)
-    # lr {2e-4 (the profile's), 5e-4} x beta {0.1, 0.5, 2} ∪ {each family's own}: DPO 0.1, point-wise 1.0
-    assert sum(label.startswith("dpo@") for label in variants) == 2 * 3
+    # lr {2e-4, 5e-4} x beta {0.1, 0.5, 1, 2}, each family's own value among them (DPO 0.1, point-wise 1.0):
+    # every grid value is listed, so the grid stays the same after its choice becomes the default
+    assert sum(label.startswith("dpo@") for label in variants) == 2 * 4
     assert sum(label.startswith("pointwise_dpo@") for label in variants) == 2 * 4
+    chosen = mini.override({"experiments.method_overrides": {"pointwise_dpo": {"beta": 0.5}}, "learning_rate": 5e-4})
+    assert set(cal.variants_for(chosen)) == set(variants)
     assert variants["pointwise_dpo@learning_rate=0.0005,beta=1"].overrides == {"learning_rate": 5e-4, "beta": 1.0}
     run = experiments.run_profile(mini, cal, "hh", variants["dpo@learning_rate=0.0005,beta=2"], 0)
     assert run.eval.test_split == "mini_valid" and run.train.train_split == "mini_train"

@@ -20,7 +20,8 @@ Z = 1.959963984540054  # the 97.5 % normal quantile
 def _write(results: Path, experiment: str, dataset: str, method: str, seed: int = 0, *, status: str = "done",
            reason: str | None = None, wins: int = 32, ties: int = 0, judged: int = 64, accuracy: float = 0.6,
            pairs: int = 100, perplexity: float = 15.0, judge_accuracy: float = 0.6, history=None, generations=None,
-           note: str = "", beta: float = 0.1, c: float = 0.0, train_s: float = 100.0):
+           note: str = "", beta: float = 0.1, c: float = 0.0, train_s: float = 100.0, lc: float | None = None,
+           headline: float | None = None):
     """A run record with the fields the figures read (the schema of ulma.experiments.run_one)."""
     record = {"dataset": dataset, "method": method, "base_method": method.split("@")[0], "seed": seed,
               "status": status, "reason": reason, "note": note, "config": {"train": {"beta": beta, "c": c}}}
@@ -34,6 +35,10 @@ def _write(results: Path, experiment: str, dataset: str, method: str, seed: int 
                       "log_history": history or []},
         }
         record["timings"] = {"train_s": train_s}
+        if lc is not None:
+            record["metrics"]["eval"]["lc_win_rate"] = lc
+        if headline is not None:
+            record["metrics"]["eval"]["preference_accuracy_headline"] = headline
         if generations is not None:
             record["generations"] = generations
     path = experiments.result_path(results, "tiny", experiment, dataset, method, seed)
@@ -243,6 +248,22 @@ def test_reading_names_the_best_method_and_whether_the_intervals_separate_it(res
     assert "best ULMA 0.938" in clear and "next KTO 0.156" in clear and "Their 95 % intervals do not overlap." in clear
     assert "judge agrees" not in clear  # 90 % is not a weak judge
     assert "**Did not train**" in clear and "not ranked above): SFT." in clear
+
+
+def test_reading_leads_with_the_protocols_headlines(tmp_path):
+    """The length-controlled win rate and the one-rule preference accuracy are read first; the raw win rate
+    follows; a record without a metric (written before it existed) only skips that line."""
+    _write(tmp_path, "04_ulma", "hh", "ulma", wins=40, lc=0.70, headline=0.62, judge_accuracy=0.9)
+    _write(tmp_path, "04_ulma", "hh", "dpo", wins=44, lc=0.55, headline=0.66, judge_accuracy=0.9)
+    text = notebook.reading("tiny", "04_ulma", tmp_path)
+    lc = text.index("**Length-controlled win rate vs chosen reply ↑**: best ULMA 0.7")
+    raw = text.index("**Win rate vs chosen reply ↑**: best DPO 0.688")
+    head = text.index("**Preference accuracy, log-ratio to the base model ↑**: best DPO 0.66")
+    assert lc < raw < head
+    _write(tmp_path, "04_ulma", "hh", "ulma", wins=40, judge_accuracy=0.9)  # an older record: no headlines
+    _write(tmp_path, "04_ulma", "hh", "dpo", wins=44, judge_accuracy=0.9)
+    older = notebook.reading("tiny", "04_ulma", tmp_path)
+    assert "Length-controlled" not in older and "**Win rate vs chosen reply ↑**: best DPO" in older
 
 
 def test_reading_without_runs_says_how_to_get_them(tmp_path):

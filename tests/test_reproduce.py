@@ -86,6 +86,10 @@ def test_the_plan_of_the_selected_experiments_is_printed_before_training(tmp_pat
     assert {r["experiment"] for r in rows} == {"06_calibration", "06_ablations"}
     assert all(not r["done"] and r["estimate_s"] is None for r in rows)  # nothing recorded or measured yet
     assert "cost unknown" in out
+    # the ablations' sweeps hold the default value twice (c = 0 and beta = its own): one config, trained once
+    todo = [r for r in rows if not r["skip"]]
+    shared = len(todo) - len({r["config_hash"] for r in todo})
+    assert shared > 0 and f"total: {len(todo) - shared} run(s) to train ({shared} shared between experiments" in out
 
 
 def test_readme_results_section_is_the_summary_computed_from_results():

@@ -37,17 +37,23 @@ DATASET_NAMES = {"hh": "HH", "golden_hh": "Golden HH", "red_team": "Red-team", "
 # axis label of each metric: unit and direction (↑ higher is better, ↓ lower is better)
 LABELS = {
     "win_rate": "Win rate vs chosen reply ↑",
+    "lc_win_rate": "Length-controlled win rate vs chosen reply ↑",
     "preference_accuracy": "Preference accuracy ↑",
+    "preference_accuracy_headline": "Preference accuracy, log-ratio to the base model ↑",
     "perplexity": "Perplexity of chosen replies ↓",
     "train_s": "Training wall time (s) ↓",
     "tokens_per_s": "Throughput (tokens/s) ↑",
     "peak_memory_mb": "Peak memory (MB) ↓",
 }
-HIGHER_IS_BETTER = {"win_rate": True, "preference_accuracy": True, "perplexity": False, "train_s": False,
+HIGHER_IS_BETTER = {"win_rate": True, "lc_win_rate": True, "preference_accuracy": True,
+                    "preference_accuracy_headline": True, "perplexity": False, "train_s": False,
                     "tokens_per_s": True, "peak_memory_mb": False}
-CHANCE = {"win_rate": 0.5, "preference_accuracy": 0.5}  # a judge / a ranking that guesses
+CHANCE = {"win_rate": 0.5, "lc_win_rate": 0.5, "preference_accuracy": 0.5,
+          "preference_accuracy_headline": 0.5}  # a judge / a ranking that guesses
 # the record fields that hold a proportion's trial count (for its Wilson interval with one seed)
-TRIALS = {"win_rate": ("metrics.eval.num_generations",), "preference_accuracy": ("metrics.eval.preference_pairs",)}
+TRIALS = {"win_rate": ("metrics.eval.num_generations",), "lc_win_rate": ("metrics.eval.num_generations",),
+          "preference_accuracy": ("metrics.eval.preference_pairs",),
+          "preference_accuracy_headline": ("metrics.eval.preference_pairs",)}
 DPI = 200
 STYLE = {"style": "whitegrid", "context": "paper", "palette": "colorblind"}
 

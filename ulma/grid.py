@@ -186,14 +186,20 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
     for dataset in datasets:
         for label in methods:
             for seed in (run_seeds(prof, exp, dataset, label) if seeds is None else seeds):
-                variant, rprof, _, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir, data_dir)
+                variant, rprof, resolved_data, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir,
+                                                                       data_dir)
                 done = fresh(read_record(path), key, force)
+                # a run that will only record why it cannot run (no such view, no copy of the data) costs nothing
+                skip = None if done else (not_applicable(dataset, variant.method) or dataset_unavailable(
+                    dataset, get_method(variant.method).data_kind, rprof.train.train_split, resolved_data,
+                    rprof.train.data_options))
                 budget = run_budget(prof, exp, rprof, variant.method)
                 steps = budget["steps"] or _epoch_steps(rprof, variant.method)
-                estimate = None if done else estimate_seconds(costs, variant.method, steps,
-                                                               budget["sequences_per_step"], rprof.eval)
+                estimate = None if done else 0.0 if skip else estimate_seconds(
+                    costs, variant.method, steps, budget["sequences_per_step"], rprof.eval)
                 rows.append({"dataset": dataset, "method": label, "seed": seed, "base_method": variant.method,
-                             "done": done, "estimate_s": estimate, "path": str(path)})
+                             "done": done, "skip": skip, "estimate_s": estimate, "config_hash": key,
+                             "path": str(path)})
     return rows
 
 
@@ -388,12 +394,14 @@ def run_grid(
 
 
 def print_plan(name: str, planned: list[dict[str, Any]]) -> None:
-    todo = [p for p in planned if not p["done"]]
+    todo = [p for p in planned if not p["done"] and not p.get("skip")]
     known = [p["estimate_s"] for p in todo if p["estimate_s"] is not None]
     unknown = len(todo) - len(known)
     total = f"≈ {sum(known) / 60:.1f} min" + (f" + {unknown} run(s) of unknown cost" if unknown else "")
-    print(f"[{name}] plan: {len(planned)} run(s), {len(planned) - len(todo)} already recorded, {len(todo)} to run "
-          f"({total if todo else 'nothing to train'})", flush=True)
+    skipped = sum(1 for p in planned if not p["done"] and p.get("skip"))
+    print(f"[{name}] plan: {len(planned)} run(s), {len(planned) - len(todo) - skipped} already recorded, "
+          + (f"{skipped} to record as not runnable here, " if skipped else "")
+          + f"{len(todo)} to run ({total if todo else 'nothing to train'})", flush=True)
     for p in todo:
         estimate = f"≈ {p['estimate_s'] / 60:.1f} min" if p["estimate_s"] is not None else "cost unknown"
         print(f"[{name}]   {p['dataset']:12s} {p['method']:26s} seed {p['seed']}  {estimate}", flush=True)

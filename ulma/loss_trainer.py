@@ -34,7 +34,7 @@ from ulma import data
 from ulma.batching import PairwiseCollator, PointwiseCollator, row_length, tokenize_dataset
 from ulma.config import AGGREGATIONS, CONTINUOUS_LOSSES, LOGP_REDUCTIONS, UNLIKELIHOOD_VARIANTS, ConfigError, TrainConfig
 from ulma.data.parsing import VIEW_FEATURES
-from ulma.data.standard import _Bad, _view, detect_format, normalize
+from ulma.data.standard import RowProblem, detect_format, normalize, view_columns
 from ulma.files import dataset_content_hash
 from ulma.kl_partners import KLPairsCollator, add_kl_partners
 from ulma.logprobs import model_logps
@@ -131,9 +131,9 @@ def method_view(dataset, view: str, *, name: str = "train_dataset") -> datasets.
     for i, record in enumerate(records):
         try:
             rows.append(normalize(record, fmt))
-        except _Bad as err:
+        except RowProblem as err:
             raise data.DataError(f"{name}, row {i}: {err}", file=name, row=i) from None
-    return datasets.Dataset.from_dict(_view(rows, list(range(len(rows))), fmt, view, name), features=VIEW_FEATURES[view])
+    return datasets.Dataset.from_dict(view_columns(rows, list(range(len(rows))), fmt, view, name), features=VIEW_FEATURES[view])
 
 
 def is_tokenized(dataset, view: str) -> bool:

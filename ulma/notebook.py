@@ -180,11 +180,14 @@ def _short(text: str, width: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------ reading
+# the protocol's headlines first (length-controlled win rate, preference accuracy by one rule for every
+# method: docs/EXPERIMENTS.md); the raw win rate after them; records without a metric skip its line
+_QUALITY = ["lc_win_rate", "win_rate", "preference_accuracy_headline", "perplexity"]
 READ_METRICS = {
-    "03_pointwise_dpo": ["win_rate", "preference_accuracy", "perplexity"],
-    "04_ulma": ["win_rate", "preference_accuracy", "perplexity"],
-    "05_golden_hh": ["win_rate", "preference_accuracy", "perplexity"],
-    "06_ablations": ["perplexity", "win_rate", "preference_accuracy"],
+    "03_pointwise_dpo": _QUALITY,
+    "04_ulma": _QUALITY,
+    "05_golden_hh": _QUALITY,
+    "06_ablations": ["perplexity", "lc_win_rate", "preference_accuracy_headline"],
     "07_efficiency": ["train_s", "tokens_per_s", "peak_memory_mb"],
 }
 WEAK_JUDGE = 0.7  # below this held-out agreement with human labels, a judge's win rate is weak evidence

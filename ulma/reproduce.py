@@ -158,6 +158,14 @@ def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, 
                            force=force, results_dir=results_dir)  # each run's seeds (claims get more)
             print_plan(name, planned)
             rows += [{**p, "experiment": name} for p in planned]
+    # a run another experiment shares (same resolved config) trains once and is reused: count it once
+    todo = {p["config_hash"]: p for p in rows if not p["done"] and not p.get("skip")}
+    known = [p["estimate_s"] for p in todo.values() if p["estimate_s"] is not None]
+    shared = sum(1 for p in rows if not p["done"] and not p.get("skip")) - len(todo)
+    if len(stems) > 1 or shared:
+        print(f"total: {len(todo)} run(s) to train ({shared} shared between experiments, counted once), "
+              f"≈ {sum(known) / 3600:.1f} h" + (f" + {len(todo) - len(known)} of unknown cost" if len(known) < len(todo)
+                                                else ""), flush=True)
     return rows
 
 

@@ -153,22 +153,23 @@ def _messages(value: list, field: str, *, reply: bool) -> list[dict[str, str]]:
     out = []
     for k, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise _Bad(f"field {field!r}: message {k} is {describe(m)}, expected {{'role': str, 'content': str}}")
+            raise RowProblem(f"field {field!r}: message {k} is {describe(m)}, expected {{'role': str, 'content': str}}")
         if m["role"] not in ROLES:
-            raise _Bad(f"field {field!r}: message {k} has role {m['role']!r}, expected one of {list(ROLES)}")
+            raise RowProblem(f"field {field!r}: message {k} has role {m['role']!r}, expected one of {list(ROLES)}")
         out.append({"role": m["role"], "content": m["content"]})
     if not out:
-        raise _Bad(f"field {field!r}: an empty message list")
+        raise RowProblem(f"field {field!r}: an empty message list")
     if reply and (len(out) != 1 or out[0]["role"] != "assistant"):
-        raise _Bad(f"field {field!r}: a conversational reply must be one assistant message, got roles "
+        raise RowProblem(f"field {field!r}: a conversational reply must be one assistant message, got roles "
                    f"{[m['role'] for m in out]}")
     if not reply and out[-1]["role"] != "user":
-        raise _Bad(f"field {field!r}: the prompt must end with a user message, ends with {out[-1]['role']!r}")
+        raise RowProblem(f"field {field!r}: the prompt must end with a user message, ends with {out[-1]['role']!r}")
     return out
 
 
-class _Bad(Exception):
-    """One row's problem (turned into a BadRow by the caller, which knows the file and row)."""
+class RowProblem(Exception):
+    """One row's problem, naming its field (the caller, which knows the file and the row, turns it into a
+    BadRow or a DataError)."""
 
 
 def _text_reply(record: dict, field: str) -> str:
@@ -176,10 +177,10 @@ def _text_reply(record: dict, field: str) -> str:
     if isinstance(value, list):
         value = _messages(value, field, reply=True)[0]["content"]
     elif not isinstance(value, str):
-        raise _Bad(f"field {field!r}: " + ("missing" if field not in record else
+        raise RowProblem(f"field {field!r}: " + ("missing" if field not in record else
                                            f"expected a string or a message list, got {describe(value)}"))
     if not value.strip():
-        raise _Bad(f"field {field!r}: empty")
+        raise RowProblem(f"field {field!r}: empty")
     return value
 
 
@@ -188,10 +189,10 @@ def _prompt(record: dict) -> list[dict[str, str]]:
     if isinstance(value, list):
         return _messages(value, "prompt", reply=False)
     if not isinstance(value, str):
-        raise _Bad("field 'prompt': " + ("missing" if "prompt" not in record else
+        raise RowProblem("field 'prompt': " + ("missing" if "prompt" not in record else
                                          f"expected a string or a message list, got {describe(value)}"))
     if not value.strip():
-        raise _Bad("field 'prompt': empty")
+        raise RowProblem("field 'prompt': empty")
     return [{"role": "user", "content": value}]
 
 
@@ -203,15 +204,15 @@ def _implicit_prompt(record: dict) -> tuple[list[dict], str, str]:
         if isinstance(value, str):
             messages, error = parse_transcript(value)
             if error:
-                raise _Bad(f"field {field!r}: no prompt column, and not an HH-style transcript: {error}")
+                raise RowProblem(f"field {field!r}: no prompt column, and not an HH-style transcript: {error}")
         elif isinstance(value, list):
             messages = _dialogue(value, field)
         else:
-            raise _Bad(f"field {field!r}: expected a string or a message list, got {describe(value)}")
+            raise RowProblem(f"field {field!r}: expected a string or a message list, got {describe(value)}")
         sides.append(messages)
     (chosen, rejected) = sides
     if chosen[:-1] != rejected[:-1]:
-        raise _Bad("malformed pair: without a prompt column, chosen and rejected must share the dialogue "
+        raise RowProblem("malformed pair: without a prompt column, chosen and rejected must share the dialogue "
                    "before their final replies")
     return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
 
@@ -220,12 +221,12 @@ def _dialogue(value: list, field: str) -> list[dict[str, str]]:
     messages = []
     for k, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise _Bad(f"field {field!r}: message {k} is {describe(m)}, expected {{'role': str, 'content': str}}")
+            raise RowProblem(f"field {field!r}: message {k} is {describe(m)}, expected {{'role': str, 'content': str}}")
         if m["role"] not in ROLES:
-            raise _Bad(f"field {field!r}: message {k} has role {m['role']!r}, expected one of {list(ROLES)}")
+            raise RowProblem(f"field {field!r}: message {k} has role {m['role']!r}, expected one of {list(ROLES)}")
         messages.append({"role": m["role"], "content": m["content"]})
     if len(messages) < 2 or messages[-1]["role"] != "assistant" or messages[-2]["role"] != "user":
-        raise _Bad(f"field {field!r}: without a prompt column, a dialogue must end with a user then an "
+        raise RowProblem(f"field {field!r}: without a prompt column, a dialogue must end with a user then an "
                    f"assistant message")
     return messages
 
@@ -237,19 +238,19 @@ def _label(record: dict) -> float:
     if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1:
         return float(value)
     if "label" not in record:
-        raise _Bad("field 'label': missing")
-    raise _Bad(f"field 'label': expected a bool or a number in [0, 1], got {describe(value)}")
+        raise RowProblem("field 'label': missing")
+    raise RowProblem(f"field 'label': expected a bool or a number in [0, 1], got {describe(value)}")
 
 
 def normalize(record: dict, fmt: str) -> dict[str, Any]:
-    """One raw row -> ``{prompt, chosen, rejected}`` or ``{prompt, completion, label}``; raises _Bad."""
+    """One raw row -> ``{prompt, chosen, rejected}`` or ``{prompt, completion, label}``; raises RowProblem."""
     if fmt == "preference":
         if "prompt" in record:
             prompt, chosen, rejected = _prompt(record), _text_reply(record, "chosen"), _text_reply(record, "rejected")
         else:
             prompt, chosen, rejected = _implicit_prompt(record)
         if chosen == rejected:
-            raise _Bad("malformed pair: chosen and rejected replies are identical")
+            raise RowProblem("malformed pair: chosen and rejected replies are identical")
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     row = {"prompt": _prompt(record), "completion": _text_reply(record, "completion")}
     row["label"] = _label(record) if fmt == "unpaired" else 1.0
@@ -257,7 +258,9 @@ def normalize(record: dict, fmt: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- views
-def _view(rows: list[dict], indices: list[int], fmt: str, view: str, shown: str) -> dict[str, list]:
+def view_columns(rows: list[dict], indices: list[int], fmt: str, view: str, shown: str) -> dict[str, list]:
+    """The columns of `view` (VIEW_FEATURES) from normalized rows of format `fmt`; `indices` are their
+    source rows, `shown` names the data in errors (a view the format lacks is a ValueError)."""
     out: dict[str, list] = {k: [] for k in VIEW_FEATURES[view]}
     if view == "pairwise" and fmt != "preference":
         raise ValueError(f"{shown}: {fmt} data has no pairwise view: its rows are single replies, not pairs. "
@@ -326,7 +329,7 @@ def load_standard(path_or_id: str | os.PathLike, view: str, split: str = "train"
         try:
             rows.append(normalize(record, fmt))
             indices.append(i)
-        except _Bad as err:
+        except RowProblem as err:
             file, file_row, line = data.places[i]
             bad.append(BadRow(i, file_row, str(err), line, file))
     report = LoadReport(shown, view, split, shown, on_bad_row,
@@ -340,6 +343,6 @@ def load_standard(path_or_id: str | os.PathLike, view: str, split: str = "train"
         logger.warning("%s: skipped %d of %d rows as malformed (%s; first: %s); ulma.data.last_report() lists them",
                        shown, len(bad), len(data.records), report.bad_summary(),
                        at(first.file, first.file_row, first.line, first.reason))
-    dataset = datasets.Dataset.from_dict(_view(rows, indices, fmt, view, shown), features=VIEW_FEATURES[view])
+    dataset = datasets.Dataset.from_dict(view_columns(rows, indices, fmt, view, shown), features=VIEW_FEATURES[view])
     report.num_rows = len(dataset)
     return dataset
