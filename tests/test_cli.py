@@ -135,3 +135,19 @@ def test_evaluate_with_the_llm_judge_on_a_tiny_run(tmp_path, capsys, monkeypatch
     assert all(r["model"] == "gpt-4" for r in asked)
     for path in (tmp_path / "run").rglob("*"):
         assert not path.is_file() or "sk-never-written" not in path.read_text(errors="replace")
+
+
+def test_reproduce_plan_prints_the_runs_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("--plan must not train or execute notebooks")
+
+    import ulma.grid
+    import ulma.reproduce
+
+    monkeypatch.setattr(ulma.grid, "run_one", no_training)
+    monkeypatch.setattr(ulma.reproduce, "reproduce", no_training)
+    assert cli.main(["reproduce", "--profile", "tiny", "--only", "04", "--plan",
+                     "--results-dir", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "[04_ulma] plan:" in out and "to run" in out
+    assert not (tmp_path / "results").exists()  # nothing written

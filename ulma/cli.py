@@ -160,6 +160,8 @@ def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: the profile's notebook_timeout)")
     parser.add_argument("--results-dir", default="results", help="default: results/ of the repository")
     parser.add_argument("--figures-dir", default="figures", help="default: figures/ of the repository")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the runs still to train and their estimated time, then stop (trains nothing)")
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -171,7 +173,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         return _error(f"--timeout = {args.timeout}: must be an integer >= 1 (seconds per cell)")
     from ulma.reproduce import main as reproduce_main
 
-    return reproduce_main(args.profile, args.only, args.force, args.timeout, args.results_dir, args.figures_dir)
+    return reproduce_main(args.profile, args.only, args.force, args.timeout, args.results_dir, args.figures_dir,
+                          plan_only=args.plan)
 
 
 # ------------------------------------------------------------------------------------------- registry

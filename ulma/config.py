@@ -187,8 +187,9 @@ class TrainConfig(_Validated):
     max_steps: int = -1  # -1 (train num_train_epochs) or >= 1 (overrides num_train_epochs)
     per_device_train_batch_size: int = 8  # >= 1
     # batches of rows of similar length (transformers' LengthGroupedSampler: random megabatches of 50
-    # batches, each sorted by length) instead of random ones; on the HH mini rows it cuts the padded share of
-    # token slots from ~0.31 to ~0.02 (results/benchmarks/padding.json). Off by default, as in transformers
+    # batches, each sorted by length) instead of random ones; on HH mini (SmolLM2, ULMA) it cut the padded
+    # share of token slots from 0.28 to 0.03 (results/benchmarks/padding_train_cpu.json). Off by default, as in
+    # transformers
     group_by_length: bool = False
     gradient_accumulation_steps: int = 1  # >= 1
     weight_decay: float = 0.0  # finite, >= 0

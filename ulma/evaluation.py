@@ -576,7 +576,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
     timings: dict[str, float] = {}
     batch_lengths: list[list[int]] = []  # every scoring batch's sequence lengths: the padded fraction
     t0 = time.perf_counter()
-    judged = _resolve_judge(judge, dataset=dataset, profile=profile, data_dir=root)  # fail early (e.g. no key)
+    # fail early (e.g. no key); no judge is built when nothing is generated (calibration runs)
+    judged = (_resolve_judge(judge, dataset=dataset, profile=profile, data_dir=root)
+              if ev.num_generations != 0 else None)
     timings["judge_setup_s"] = time.perf_counter() - t0
 
     # preference accuracy on test pairs: one policy pass, both rankings

@@ -199,8 +199,13 @@ def _mark(nbformat, executed: Path, parameters: dict[str, Any], digest: str) -> 
 
 
 def main(profile: str, only: str | None, force: bool, timeout: int | None, results_dir: str,
-         figures_dir: str = "figures") -> int:
-    """The ``reproduce`` subcommand: 0 when every notebook completed, 1 otherwise."""
+         figures_dir: str = "figures", *, plan_only: bool = False) -> int:
+    """The ``reproduce`` subcommand: 0 when every notebook completed, 1 otherwise. ``plan_only``: print the
+    plan (`print_planned`) and stop."""
+    if plan_only:
+        print_planned(as_profile(profile), [p.stem for p in select_notebooks(only)], results_dir,
+                      now() if force else False)
+        return 0
     try:
         reproduce(profile, only, timeout, results_dir, figures_dir=figures_dir, force=force)
     except RuntimeError as exc:
