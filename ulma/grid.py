@@ -157,7 +157,8 @@ def estimate_seconds(costs: Mapping[str, Mapping[str, float]], method: str, step
         [v for k, v in every.items() if k.startswith("pairs:")] or [0.0]))
     pairs = min(pairs, ev.max_eval_samples) if ev.max_eval_samples else pairs
     seconds += (pairs or 0.0) * (every.get("s_per_pair") or 0.0)
-    generated = (ev.num_generations if ev.num_generations is not None else 256) * ev.max_new_tokens
+    # num_generations None: every test prompt, about as many as the test pairs
+    generated = (ev.num_generations if ev.num_generations is not None else pairs or 0) * ev.max_new_tokens
     seconds += generated * (every.get("s_per_new_token") or 0.0) + (every.get("other_s") or 0.0)
     return seconds
 
