@@ -83,11 +83,10 @@ display(Markdown(notebook.budget_text(profile, "06_ablations", results_dir)))
 
 # %%
 experiments.run_grid(profile, "06_calibration", datasets, None, seeds, force=force, results_dir=results_dir, train=train)
-calibration = (report.make_table(profile, "06_calibration", results_dir) if train
-               else report.experiment_table(profile, "06_calibration", results_dir))
+calibration, choice = report.calibration_tables(profile, results_dir, write=train)
 if len(calibration):
     display(Markdown(report.to_markdown(calibration)))
-    display(Markdown(report.to_markdown(report.calibration_choice(calibration))))
+    display(Markdown(report.to_markdown(choice)))
 else:
     display(Markdown("No calibration runs recorded at this profile yet: run the notebook with `train = True`."))
 

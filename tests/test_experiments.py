@@ -500,3 +500,19 @@ def test_claim_runs_get_the_claim_seeds_and_the_rest_one(tiny):
     assert [(p["method"], p["seed"]) for p in planned] == [("base", 0), ("ulma", 0), ("ulma", 1), ("ulma", 2)]
     with pytest.raises(ConfigError, match="experiments.claim_seeds"):
         tiny.override({"experiments.claim_seeds": [-1]})
+
+
+def test_calibration_tables_are_written_with_the_choice(tmp_path):
+    """Notebook 06 writes the calibration table and the rule's choice beside it (from the committed
+    records of mini's calibration; a folder without them gives empty tables and writes nothing)."""
+    root = Path(__file__).resolve().parents[1] / "results" / "mini"
+    if not (root / "06_calibration").is_dir():
+        pytest.skip("no committed calibration runs")
+    shutil.copytree(root / "06_calibration", tmp_path / "mini" / "06_calibration")
+    table, choice = report.calibration_tables("mini", tmp_path, write=True)
+    assert len(table) == len(list((root / "06_calibration").glob("*.json")))
+    assert set(choice["method"]) == {label.split("@")[0] for label in table["method"]}
+    written = pd.read_csv(tmp_path / "mini" / "tables" / "06_calibration_choice.csv")
+    assert list(written["method"]) == list(choice["method"])
+    empty, _ = report.calibration_tables("mini", tmp_path / "none", write=True)
+    assert empty.empty and not (tmp_path / "none").exists()

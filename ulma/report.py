@@ -251,6 +251,17 @@ def make_table(profile: str, experiment: str, results_dir: str = "results") -> p
     return table
 
 
+def calibration_tables(profile: str, results_dir: str = "results", *, write: bool = False):
+    """(the ``06_calibration`` table, its `calibration_choice`); with `write`, both are written to
+    ``tables/06_calibration.{csv,md}`` and ``tables/06_calibration_choice.{csv,md}``."""
+    table = experiment_table(profile, "06_calibration", results_dir)
+    choice = calibration_choice(table)
+    if write and len(table):
+        write_table(table, profile, "06_calibration", results_dir)
+        write_table(choice, profile, "06_calibration_choice", results_dir)
+    return table, choice
+
+
 def calibration_choice(table: pd.DataFrame) -> pd.DataFrame:
     """The calibration rule (docs/EXPERIMENTS.md, Calibration) applied to the ``06_calibration`` table: per
     method family (the variant's method), among the runs that trained (``result`` ok) the highest headline
