@@ -135,23 +135,25 @@ def test_notebook_text_skips_images_only():
 
 
 # ------------------------------------------------------------------------------------- the repository
-def test_no_machine_paths_in_committed_artifacts():
+def _artifact_hits(pattern) -> dict[str, list[str]]:
+    """The first matches of `pattern` in each committed artifact that has any."""
     found = {}
     for path in artifacts():
         text = artifact_text(path)
-        if text and (hits := _hits(ABSOLUTE_PATH, text)):
+        if text and (hits := _hits(pattern, text)):
             found[str(path.relative_to(ROOT))] = hits[:3]
+    return found
+
+
+def test_no_machine_paths_in_committed_artifacts():
+    found = _artifact_hits(ABSOLUTE_PATH)
     assert not found, f"absolute machine paths (write them relative to the repository or symbolically): {found}"
 
 
 def test_committed_artifacts_point_to_nothing_outside_the_repository():
     """A results file or an executed notebook that says "run this with the folder beside the checkout"
     sends a reader where the repository cannot follow."""
-    found = {}
-    for path in artifacts():
-        text = artifact_text(path)
-        if text and (hits := _hits(OUTSIDE, text)):
-            found[str(path.relative_to(ROOT))] = hits[:3]
+    found = _artifact_hits(OUTSIDE)
     assert not found, f"references to folders outside the repository: {found}"
 
 
