@@ -155,6 +155,7 @@ def test_the_table_covers_the_issue():
     (["evaluate", "--run", "BROKEN"], ["config.json", "not a readable run config"]),
     (["reproduce", "--profile", "PROFILE_DIR/field.yaml"], ["train.beta = 'strong'"]),
     (["reproduce", "--profile", "tiny", "--timeout", "0"], ["--timeout = 0", ">= 1"]),
+    (["reproduce", "--profile", "tiny", "--force", "--no-train"], ["--force", "--no-train", "give one"]),
 ])
 def test_bad_evaluate_and_reproduce_options(workspace, capsys, no_model, monkeypatch, argv, words):
     monkeypatch.delenv("ULMA_JUDGE_API_KEY", raising=False)

@@ -67,6 +67,26 @@ def test_reproduce_runs_in_order_logs_and_resumes(tmp_path, monkeypatch, capsys)
     assert log["notebooks"]["01_first"]["status"] == "completed"
 
 
+@pytest.mark.slow
+def test_no_train_executes_on_the_records_and_a_training_call_executes_again(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "04_main.ipynb", "from pathlib import Path\n"
+                                        "Path(results_dir, f'train_{train}.txt').write_text('x')",
+              extra="\ntrain = True")
+    monkeypatch.setattr(runner, "notebooks_dir", lambda: folder)
+    results = tmp_path / "results"
+    entries = runner.reproduce("tiny", results_dir=str(results), train=False)
+    assert [e["status"] for e in entries] == ["completed"]
+    assert (results / "train_False.txt").exists() and not (results / "train_True.txt").exists()
+    assert "to train" not in capsys.readouterr().out  # no plan printed: nothing will train
+    log = json.loads((results / "tiny" / "reproduce_log.json").read_text())
+    assert log["notebooks"]["04_main"]["parameters"]["train"] is False
+    # the copy executed without training is not "completed" for a call that trains
+    again = runner.reproduce("tiny", results_dir=str(results))
+    assert [e["status"] for e in again] == ["completed"] and (results / "train_True.txt").exists()
+
+
 def test_select_notebooks_by_number_or_name(tmp_path, monkeypatch):
     for name in ("01_a", "02_b", "03_c"):
         (tmp_path / f"{name}.ipynb").write_text("{}")

@@ -162,6 +162,9 @@ def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figures-dir", default="figures", help="default: figures/ of the repository")
     parser.add_argument("--plan", action="store_true",
                         help="print the runs still to train and their estimated time, then stop (trains nothing)")
+    parser.add_argument("--no-train", dest="train", action="store_false",
+                        help="execute the notebooks on the committed results only: train nothing (runs without a "
+                             "record show as not run); redraws tables, figures and claims from results/")
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -171,10 +174,12 @@ def _reproduce(args: argparse.Namespace) -> int:
         return _error(err)
     if args.timeout is not None and args.timeout < 1:
         return _error(f"--timeout = {args.timeout}: must be an integer >= 1 (seconds per cell)")
+    if args.force and not args.train:
+        return _error("--force retrains every run and --no-train trains none: give one of them")
     from ulma.reproduce import main as reproduce_main
 
     return reproduce_main(args.profile, args.only, args.force, args.timeout, args.results_dir, args.figures_dir,
-                          plan_only=args.plan)
+                          plan_only=args.plan, train=args.train)
 
 
 # ------------------------------------------------------------------------------------------- registry

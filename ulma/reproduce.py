@@ -1,7 +1,7 @@
 """Run the numbered notebooks in order through papermill: ``python -m ulma reproduce --profile mini``.
 
 Each notebook gets, of ``profile``, ``results_dir``, ``figures_dir`` (absolute paths), ``force``,
-``train`` (True: the runs without a record are trained) and ``recompute`` (True: notebook 01 recomputes its
+``train`` (True: the runs without a record are trained; False with ``--no-train``) and ``recompute`` (True: notebook 01 recomputes its
 statistics), only the parameters it declares (``papermill.inspect_notebook``), so that the executed copy,
 its metadata and the log hold exactly what it ran with. Before executing, the planned runs of every
 selected experiment and their estimated time (`ulma.grid.plan`) are printed; after the last notebook the
@@ -76,8 +76,13 @@ def reproduce(
     *,
     figures_dir: str = "figures",
     force: bool = False,
+    train: bool = True,
 ) -> list[dict[str, Any]]:
     """Execute the notebooks in order; return (and write) the log entries. Raises if one failed.
+
+    ``train=False`` trains nothing: the notebooks show the records that exist (a run without one shows as
+    not run) and redraw their tables and figures from them; the executed copies and the log say
+    ``train: False``, so a later call that trains executes them again.
 
     ``force`` re-executes every notebook and retrains every run once: runs finished before this call
     count as stale (an ISO time passed on as the notebooks' ``force``), runs shared between notebooks
@@ -99,13 +104,14 @@ def reproduce(
         "profile": str(profile),
         "results_dir": portable_path(resolve_path(results_dir)),  # relative inside the repository:
         "figures_dir": portable_path(resolve_path(figures_dir)),  # the notebooks resolve it against it
-        "train": True,
+        "train": train,
         "recompute": True,
     }
     log.update(profile=prof.name, started_at=now(), timeout_s=timeout, versions=package_versions())
     entries, failed = [], []
     selected = select_notebooks(notebooks)
-    print_planned(prof, [p.stem for p in selected], results_dir, force_since)
+    if train:
+        print_planned(prof, [p.stem for p in selected], results_dir, force_since)
     for source in selected:
         parameters = declared_parameters(papermill, source, offered)
         run_parameters = declared_parameters(papermill, source, {**parameters, "force": force_since})
@@ -199,15 +205,15 @@ def _mark(nbformat, executed: Path, parameters: dict[str, Any], digest: str) -> 
 
 
 def main(profile: str, only: str | None, force: bool, timeout: int | None, results_dir: str,
-         figures_dir: str = "figures", *, plan_only: bool = False) -> int:
+         figures_dir: str = "figures", *, plan_only: bool = False, train: bool = True) -> int:
     """The ``reproduce`` subcommand: 0 when every notebook completed, 1 otherwise. ``plan_only``: print the
-    plan (`print_planned`) and stop."""
+    plan (`print_planned`) and stop; ``train=False``: execute the notebooks on the existing records."""
     if plan_only:
         print_planned(as_profile(profile), [p.stem for p in select_notebooks(only)], results_dir,
                       now() if force else False)
         return 0
     try:
-        reproduce(profile, only, timeout, results_dir, figures_dir=figures_dir, force=force)
+        reproduce(profile, only, timeout, results_dir, figures_dir=figures_dir, force=force, train=train)
     except RuntimeError as exc:
         print(exc)
         return 1
