@@ -76,13 +76,13 @@ display(Markdown(notebook.budget_text(profile, "04_ulma", results_dir)))
 
 # %%
 experiments.run_grid(profile, "04_ulma", datasets, methods, seeds, force=force, results_dir=results_dir, train=train)
-table = report.make_table(profile, "04_ulma", results_dir) if train else report.experiment_table(profile, "04_ulma", results_dir)
+table = report.make_table(profile, "04_ulma", results_dir)  # written from results/ alone, like the figures
 display(Markdown(report.to_markdown(table)))
 
 # %% [markdown]
 # **How to read the table.** One row per dataset and method, the base model (untrained) first; the mean
 # over `seeds` finished seeds (`± std` when there are several). `budget`, `steps` and `sequences_per_step`
-# say how much each run trained (records made before budgets were matched say `paper (same epochs)`).
+# say how much each run trained (`paper (same epochs)` for a run trained by epochs: `--set experiments.budget=paper`).
 # `perplexity` ↓ is that of the held-out chosen replies under the trained policy.
 # `preference_accuracy_headline` ↑ ranks **every method by one rule**: a held-out pair counts as right when
 # the chosen reply's token-mean log-likelihood ratio to the base model exceeds the rejected reply's (ties ½;

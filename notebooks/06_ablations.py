@@ -83,7 +83,7 @@ display(Markdown(notebook.budget_text(profile, "06_ablations", results_dir)))
 
 # %%
 experiments.run_grid(profile, "06_calibration", datasets, None, seeds, force=force, results_dir=results_dir, train=train)
-calibration, choice = report.calibration_tables(profile, results_dir, write=train)
+calibration, choice = report.calibration_tables(profile, results_dir, write=True)
 if len(calibration):
     display(Markdown(report.to_markdown(calibration)))
     display(Markdown(report.to_markdown(choice)))
@@ -101,13 +101,13 @@ else:
 
 # %%
 experiments.run_grid(profile, "06_ablations", datasets, methods, seeds, force=force, results_dir=results_dir, train=train)
-table = report.make_table(profile, "06_ablations", results_dir) if train else report.experiment_table(profile, "06_ablations", results_dir)
+table = report.make_table(profile, "06_ablations", results_dir)  # written from results/ alone, like the figures
 display(Markdown(report.to_markdown(table)))
 
 # %% [markdown]
 # **How to read the table.** One row per dataset and method, the base model (untrained) first; the mean
 # over `seeds` finished seeds (`± std` when there are several). `budget`, `steps` and `sequences_per_step`
-# say how much each run trained (records made before budgets were matched say `paper (same epochs)`).
+# say how much each run trained (`paper (same epochs)` for a run trained by epochs: `--set experiments.budget=paper`).
 # `perplexity` ↓ is that of the held-out chosen replies under the trained policy.
 # `preference_accuracy_headline` ↑ ranks **every method by one rule**: a held-out pair counts as right when
 # the chosen reply's token-mean log-likelihood ratio to the base model exceeds the rejected reply's (ties ½;

@@ -67,7 +67,7 @@ notebook.setup_differences(profile, results_dir)
 
 # %%
 experiments.run_grid(profile, "07_efficiency", datasets, methods, seeds, force=force, results_dir=results_dir, train=train)
-table = report.make_table(profile, "07_efficiency", results_dir) if train else report.experiment_table(profile, "07_efficiency", results_dir)
+table = report.make_table(profile, "07_efficiency", results_dir)  # written from results/ alone, like the figures
 display(Markdown(report.to_markdown(table)))
 
 # %% [markdown]

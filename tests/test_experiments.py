@@ -320,13 +320,15 @@ def test_a_partial_run_without_config_is_restarted_not_refused(fake, tiny, tmp_p
     assert fake.trained[-1][-1] is False and not (run_dir / "checkpoints").exists()  # started over, no resume
 
 
-def test_the_committed_mini_results_are_still_read_and_labelled_with_their_budget():
-    """The committed mini records predate matched budgets: the report still reads them, labels them
-    `paper (same epochs)` with the steps they took, and flags the runs whose objective did not move. Their
-    config hashes differ from the matched-budget configs (the grid reruns them), except none by accident."""
+def test_records_of_the_paper_budget_are_read_and_labelled_with_it():
+    """The first mini records (HH, one seed, tests/fixtures/old_protocol/: trained by epochs before budgets
+    were matched, since removed from results/): the report reads them, labels them `paper (same epochs)`
+    with the steps they took, and flags the runs whose objective did not move. Their config hashes differ
+    from the current protocol's (the grid reruns them), none by accident."""
     from ulma import catalog, store
 
-    table = report.experiment_table("mini", "04_ulma")
+    old = ROOT / "tests" / "fixtures" / "old_protocol"
+    table = report.experiment_table("mini", "04_ulma", old)
     hh = table[table["dataset"] == "hh"]
     assert list(hh["method"]) == list(catalog.ALL_METHODS) and hh["perplexity"].notna().all()
     assert set(hh["budget"]) == {"paper (same epochs)"}
@@ -335,7 +337,7 @@ def test_the_committed_mini_results_are_still_read_and_labelled_with_their_budge
     flagged = hh[hh["result"].str.startswith(report.DID_NOT_TRAIN)]
     assert "pointwise_dpo" in set(flagged["method"])  # loss 1.3864 -> 1.3869: did not train
     prof = store.as_profile("mini")
-    r = json.loads((ROOT / "results" / "mini" / "04_ulma" / "hh__ulma__seed0.json").read_text())
+    r = json.loads((old / "mini" / "04_ulma" / "hh__ulma__seed0.json").read_text())
     key = grid._identify(prof, catalog.get_experiment("04_ulma"), "hh", "ulma", 0, "results", r["data_dir"])[4]
     assert key != r["config_hash"]
 
@@ -500,6 +502,35 @@ def test_claim_runs_get_the_claim_seeds_and_the_rest_one(tiny):
     assert [(p["method"], p["seed"]) for p in planned] == [("base", 0), ("ulma", 0), ("ulma", 1), ("ulma", 2)]
     with pytest.raises(ConfigError, match="experiments.claim_seeds"):
         tiny.override({"experiments.claim_seeds": [-1]})
+
+
+def test_a_missing_local_copy_is_named_by_its_repository_path():
+    """The reason a skipped run records (Golden HH offline) is committed: it names the repository's
+    folder, never the machine's."""
+    why = grid.dataset_unavailable("golden_hh", "sft", "mini_train", str(ROOT / "data"), {})
+    if why is None:
+        pytest.skip("this checkout holds a copy of Golden HH")
+    assert why.startswith("no local file data/hh-golden/") and str(ROOT) not in why
+
+
+def test_the_mini_profile_holds_the_calibrations_choice():
+    """The protocol: the calibration picks each family's learning rate and β on mini_valid, and the mini
+    profile trains every member of the family with them (docs/EXPERIMENTS.md, Calibration). A new
+    calibration record that changes the choice fails here until mini.yaml follows it."""
+    from ulma.config import train_config_for
+
+    table, choice = report.calibration_tables("mini")
+    if table.empty:
+        pytest.skip("no committed calibration runs")
+    prof = load_profile("mini")
+    assert set(choice["method"]) == set(catalog.CALIBRATION_FAMILIES)
+    for row in choice.itertuples():
+        assert row.trained > 0, f"no run of {row.method}'s family trained"
+        for method in catalog.CALIBRATION_FAMILIES[row.method]:
+            cfg = train_config_for(prof, method)
+            assert math.isclose(cfg.learning_rate, row.learning_rate), (method, cfg.learning_rate, row.learning_rate)
+            if row.method != "sft":  # SFT's family takes the learning rate alone
+                assert math.isclose(cfg.beta, row.beta), (method, cfg.beta, row.beta)
 
 
 def test_calibration_tables_are_written_with_the_choice(tmp_path):

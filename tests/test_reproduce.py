@@ -5,12 +5,13 @@ runner itself: parameters injected, executed copies and the log written, a compl
 on the next call, a changed one run again, a failure recorded and raised.
 """
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from ulma import claims
+from ulma import claims, grid
 from ulma import reproduce as runner
 from ulma.config import load_profile
 
@@ -110,6 +111,29 @@ def test_the_plan_of_the_selected_experiments_is_printed_before_training(tmp_pat
     todo = [r for r in rows if not r["skip"]]
     shared = len(todo) - len({r["config_hash"] for r in todo})
     assert shared > 0 and f"total: {len(todo) - shared} run(s) to train ({shared} shared between experiments" in out
+
+
+def test_stale_records_finds_another_protocol_and_runs_outside_the_grid(tmp_path):
+    prof = load_profile("tiny")
+    row = grid.plan(prof, "04_ulma", ["hh"], ["ulma"], [0], results_dir=tmp_path)[0]
+    folder = tmp_path / "tiny" / "04_ulma"
+    folder.mkdir(parents=True)
+    record = {"dataset": "hh", "method": "ulma", "seed": 0, "status": "done", "config_hash": row["config_hash"]}
+    Path(row["path"]).write_text(json.dumps(record))
+    (folder / "notes.json").write_text(json.dumps({"not": "a run record"}))  # not looked at
+    assert grid.stale_records(prof, tmp_path) == []
+    Path(row["path"]).write_text(json.dumps({**record, "config_hash": "0123456789abcdef"}))
+    (folder / "hh__gone__seed0.json").write_text(json.dumps({**record, "method": "gone"}))
+    stale = {Path(s["path"]).name: s["reason"] for s in grid.stale_records(prof, tmp_path)}
+    assert stale.keys() == {Path(row["path"]).name, "hh__gone__seed0.json"}
+    assert "another config" in stale[Path(row["path"]).name] and "0123456789abcdef" in stale[Path(row["path"]).name]
+    assert stale["hh__gone__seed0.json"] == "not a run of the profile's grid"
+
+
+def test_committed_mini_records_are_all_of_the_current_protocol():
+    """No table or claim of the committed results puts runs of two protocols side by side: a change of the
+    profile that changes a run's config retrains it, and its older record leaves results/ (git keeps it)."""
+    assert grid.stale_records("mini") == []
 
 
 def test_readme_results_section_is_the_summary_computed_from_results():

@@ -37,6 +37,14 @@ BASE = "base"  # the untrained model's row (registry runner "none"), first in ev
 POINTWISE_ROWS_PER_EXAMPLE = 2  # a pair gives a point-wise positive and a point-wise negative
 BUDGET_LABELS = {"matched": "matched", "paper": "paper (same epochs)"}
 RLHF_RUNNER = "rlhf"  # the registry's runner of the RLHF pipeline: its PPO stage takes the budget (ulma.rlhf)
+# The calibration's families (docs/EXPERIMENTS.md, Calibration): the method each family is measured on, and
+# the methods that take its chosen values. DPO and KTO compare summed log-ratios, the point-wise methods
+# per-token-mean ones (point-wise DPO's β is theirs); SFT's family takes the learning rate alone.
+CALIBRATION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "sft": ("sft", "unlikelihood", "negative_unlikelihood"),
+    "dpo": ("dpo", "kto"),
+    "pointwise_dpo": ("pointwise_dpo", "ulma", "positive_dpo", "negative_dpo"),
+}
 
 
 # ------------------------------------------------------------------------------------------ definitions

@@ -163,8 +163,8 @@ def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", action="store_true",
                         help="print the runs still to train and their estimated time, then stop (trains nothing)")
     parser.add_argument("--no-train", dest="train", action="store_false",
-                        help="execute the notebooks on the committed results only: train nothing (runs without a "
-                             "record show as not run); redraws tables, figures and claims from results/")
+                        help="execute the notebooks on the records there are: train nothing (a run without a record "
+                             "shows as not run); tables, figures and claims are redrawn from results/")
 
 
 def _reproduce(args: argparse.Namespace) -> int:

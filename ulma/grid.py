@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ulma import data
-from ulma.catalog import get_experiment, run_budget, run_profile
+from ulma.catalog import EXPERIMENTS, get_experiment, run_budget, run_profile
 from ulma.claims import claim_arms
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
@@ -59,7 +59,8 @@ def dataset_unavailable(dataset: str, view: str, split: str, data_dir: str | Non
     """
     if data_dir is not None:
         location = Path(data.source_location(dataset, split, data_dir))
-        return None if location.is_file() else f"no local file {location}"
+        # as records keep paths (repository-relative), so that no committed record names this machine's folders
+        return None if location.is_file() else f"no local file {portable_path(location)}"
     try:
         data.load(dataset, view, split, None, **dict(options))
     except (FileNotFoundError, ConnectionError) as exc:
@@ -202,6 +203,33 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
                              "done": done, "skip": skip, "estimate_s": estimate, "config_hash": key,
                              "path": str(path)})
     return rows
+
+
+def stale_records(profile: str | Profile, results_dir: str | os.PathLike = "results") -> list[dict[str, str]]:
+    """The run records under ``results/<profile>/`` that the profile's grid would not reuse, each
+    {path, reason}: a record of another config (an older protocol: its config hash differs from the one
+    `plan` computes now) or of a run the grid no longer has. Empty when every record is of the current
+    protocol, so that no table or claim puts runs of two protocols side by side. Files that are not run
+    records (dataset statistics, benchmarks) are not looked at."""
+    prof = as_profile(profile)
+    current = {}
+    for name, exp in EXPERIMENTS.items():
+        datasets, variants = exp.datasets_for(prof), list(exp.variants_for(prof))
+        if datasets and variants:
+            current.update((Path(r["path"]).resolve(), r["config_hash"])
+                           for r in plan(prof, name, datasets, variants, results_dir=results_dir, data_dir=None))
+    stale = []
+    for path in sorted((resolve_path(results_dir) / prof.name).glob("*/*.json")):
+        record = read_record(path)
+        if not isinstance(record, dict) or "status" not in record or "method" not in record:
+            continue
+        key = current.get(path.resolve())
+        if key is None:
+            stale.append({"path": portable_path(path), "reason": "not a run of the profile's grid"})
+        elif record.get("config_hash") != key:
+            stale.append({"path": portable_path(path), "reason": "another config (an older protocol): "
+                          f"hash {record.get('config_hash')}, the grid's now {key}"})
+    return stale
 
 
 def _epoch_steps(prof: Profile, method: str) -> int | None:
