@@ -280,6 +280,11 @@ def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tin
     steps = catalog.run_budget(tiny, catalog.get_experiment("04_ulma"), sft, "sft")
     assert planned[2]["estimate_s"] == pytest.approx(grid.estimate_seconds(
         costs, "sft", steps["steps"], steps["sequences_per_step"], ev))
+    # ... and the plan says so beside its estimate; ulma's own rates leave nothing to note
+    assert planned[2]["estimate_gaps"] == ["no sft run measured: other methods' rate"]
+    assert planned[1]["estimate_gaps"] == []
+    costs_without_generation = {k: {n: v for n, v in c.items() if n != "s_per_new_token"} for k, c in costs.items()}
+    assert grid.estimate_gaps(costs_without_generation, "base", ev) == ["generation not measured yet: not counted"]
 
     trained = len(fake.trained)
     records = experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results, train=False)
@@ -288,6 +293,7 @@ def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tin
     experiments.run_grid(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0], results_dir=results)
     out = capsys.readouterr().out
     assert f"1 already recorded, 1 to run (≈ {planned[2]['estimate_s'] / 60:.1f} min)" in out
+    assert "(no sft run measured: other methods' rate)" in out
     assert len(fake.trained) == trained + 1
 
 

@@ -164,6 +164,18 @@ def estimate_seconds(costs: Mapping[str, Mapping[str, float]], method: str, step
     return seconds
 
 
+def estimate_gaps(costs: Mapping[str, Mapping[str, float]], method: str, ev) -> list[str]:
+    """What an `estimate_seconds` of this run could not measure, in words (empty when nothing): a method
+    without a run of its own takes every method's rate; an evaluation that generates, with no generation
+    measured yet, counts none (the plan prints these beside the estimate)."""
+    gaps = []
+    if get_method(method).trains and "s_per_sequence" not in costs.get(method, {}):
+        gaps.append(f"no {method} run measured: other methods' rate")
+    if ev.num_generations != 0 and "s_per_new_token" not in costs.get("*", {}):
+        gaps.append("generation not measured yet: not counted")
+    return gaps
+
+
 def run_seeds(prof: Profile, exp, dataset: str, label: str) -> list[int]:
     """The seeds of one (dataset, variant) of a grid: the profile's `seeds`, and its `claim_seeds` too when
     the variant is a plain trained method that a claim of the paper compares on this dataset (the protocol's
@@ -199,9 +211,10 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
                 steps = budget["steps"] or _epoch_steps(rprof, variant.method)
                 estimate = None if done else 0.0 if skip else estimate_seconds(
                     costs, variant.method, steps, budget["sequences_per_step"], rprof.eval)
+                gaps = estimate_gaps(costs, variant.method, rprof.eval) if estimate else []
                 rows.append({"dataset": dataset, "method": label, "seed": seed, "base_method": variant.method,
-                             "done": done, "skip": skip, "estimate_s": estimate, "config_hash": key,
-                             "path": str(path)})
+                             "done": done, "skip": skip, "estimate_s": estimate, "estimate_gaps": gaps,
+                             "config_hash": key, "path": str(path)})
     return rows
 
 
@@ -433,4 +446,5 @@ def print_plan(name: str, planned: list[dict[str, Any]]) -> None:
           + f"{len(todo)} to run ({total if todo else 'nothing to train'})", flush=True)
     for p in todo:
         estimate = f"≈ {p['estimate_s'] / 60:.1f} min" if p["estimate_s"] is not None else "cost unknown"
-        print(f"[{name}]   {p['dataset']:12s} {p['method']:26s} seed {p['seed']}  {estimate}", flush=True)
+        gaps = f"  ({'; '.join(p['estimate_gaps'])})" if p.get("estimate_gaps") else ""
+        print(f"[{name}]   {p['dataset']:12s} {p['method']:26s} seed {p['seed']}  {estimate}{gaps}", flush=True)

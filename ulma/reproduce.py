@@ -168,10 +168,13 @@ def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, 
     todo = {p["config_hash"]: p for p in rows if not p["done"] and not p.get("skip")}
     known = [p["estimate_s"] for p in todo.values() if p["estimate_s"] is not None]
     shared = sum(1 for p in rows if not p["done"] and not p.get("skip")) - len(todo)
+    guessed = sum(1 for p in todo.values() if p.get("estimate_gaps"))
     if len(stems) > 1 or shared:
         print(f"total: {len(todo)} run(s) to train ({shared} shared between experiments, counted once), "
               f"≈ {sum(known) / 3600:.1f} h" + (f" + {len(todo) - len(known)} of unknown cost" if len(known) < len(todo)
-                                                else ""), flush=True)
+                                                else "")
+              + (f"; {guessed} estimated without a measurement of their own (noted above)" if guessed else ""),
+              flush=True)
     return rows
 
 
