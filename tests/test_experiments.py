@@ -63,6 +63,17 @@ def _run(profile, experiment, dataset, method, seed=0, tmp=None, **kw):
     return experiments.run_one(profile, experiment, dataset, method, seed, results_dir=tmp / "results", **kw)
 
 
+def test_train_false_copies_an_identical_run_and_trains_nothing(fake, tiny, tmp_path):
+    """Notebooks run with train=False (`reproduce --no-train`) show 04's HH runs in 07 as training would:
+    the identical run's record is copied; a run without one stays not_run, and nothing is trained."""
+    _run(tiny, "04_ulma", "hh", "kto", tmp=tmp_path)
+    records = experiments.run_grid(tiny, "07_efficiency", ["hh"], ["kto", "ulma"], [0],
+                                   results_dir=tmp_path / "results", train=False)
+    assert len(fake.trained) == 1 and [r["status"] for r in records] == ["done", "not_run"]
+    assert records[0]["reused_from"] == "04_ulma/hh__kto__seed0.json"
+    assert (tmp_path / "results" / "tiny" / "07_efficiency" / "hh__kto__seed0.json").exists()
+
+
 def test_same_config_is_skipped_changed_config_reruns(fake, tiny, tmp_path):
     first = _run(tiny, "04_ulma", "hh", "ulma", tmp=tmp_path)
     assert first["status"] == "done" and len(fake.trained) == 1

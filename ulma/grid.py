@@ -402,7 +402,8 @@ def run_grid(
 
     Before training it prints the planned runs and an estimate of their time from measured per-run costs
     (`plan`), then each run's actual time. ``train=False`` trains nothing: it returns the records that
-    exist, and a ``not_run`` record for each run without one. A failing run is recorded and the grid goes
+    exist (a run another experiment recorded with the same config is copied, as training would reuse it),
+    and a ``not_run`` record for each run without one. A failing run is recorded and the grid goes
     on; with ``raise_on_failure`` the failures are raised together at the end.
     """
     prof, exp = as_profile(profile), get_experiment(experiment)
@@ -411,9 +412,17 @@ def run_grid(
     seeds = None if seeds is None else list(seeds)  # None: each run's own (`run_seeds`)
     planned = plan(prof, exp.name, datasets, methods, seeds, force=force, results_dir=results_dir, data_dir=data_dir)
     if not train:  # report what exists, train nothing
-        return [read_record(Path(p["path"])) or {**{k: p[k] for k in ("dataset", "method", "seed")},
-                                                 "status": "not_run", "reason": "no record and train=False"}
-                for p in planned]
+        records = []
+        for p in planned:
+            path = Path(p["path"])
+            if not p["done"] and find_reusable(path.parent.parent, p["config_hash"], force, exclude=path):
+                # the identical run of another experiment (04's HH runs for 03, 05, 07): its record is
+                # copied, as training would, and nothing is trained
+                run_one(prof, exp.name, p["dataset"], p["method"], p["seed"], force=force, results_dir=results_dir,
+                        runs_dir=runs_dir, data_dir=data_dir)
+            records.append(read_record(path) or {**{k: p[k] for k in ("dataset", "method", "seed")},
+                                                 "status": "not_run", "reason": "no record and train=False"})
+        return records
     print_plan(exp.name, planned)
     records, failures = [], []
     for p in planned:
