@@ -218,6 +218,18 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
     return rows
 
 
+def plan_profile(profile: str | Profile, results_dir: str | os.PathLike = "results") -> list[dict[str, Any]]:
+    """`plan` of every experiment at this profile (its datasets, variants and each run's seeds), each row
+    with its ``experiment``; a run that several experiments share appears once per experiment."""
+    prof = as_profile(profile)
+    rows = []
+    for name, exp in EXPERIMENTS.items():
+        datasets, variants = exp.datasets_for(prof), list(exp.variants_for(prof))
+        if datasets and variants:
+            rows += [{**r, "experiment": name} for r in plan(prof, name, datasets, variants, results_dir=results_dir)]
+    return rows
+
+
 def stale_records(profile: str | Profile, results_dir: str | os.PathLike = "results") -> list[dict[str, str]]:
     """The run records under ``results/<profile>/`` that the profile's grid would not reuse, each
     {path, reason}: a record of another config (an older protocol: its config hash differs from the one
@@ -225,12 +237,7 @@ def stale_records(profile: str | Profile, results_dir: str | os.PathLike = "resu
     protocol, so that no table or claim puts runs of two protocols side by side. Files that are not run
     records (dataset statistics, benchmarks) are not looked at."""
     prof = as_profile(profile)
-    current = {}
-    for name, exp in EXPERIMENTS.items():
-        datasets, variants = exp.datasets_for(prof), list(exp.variants_for(prof))
-        if datasets and variants:
-            current.update((Path(r["path"]).resolve(), r["config_hash"])
-                           for r in plan(prof, name, datasets, variants, results_dir=results_dir, data_dir=None))
+    current = {Path(r["path"]).resolve(): r["config_hash"] for r in plan_profile(prof, results_dir)}
     stale = []
     for path in sorted((resolve_path(results_dir) / prof.name).glob("*/*.json")):
         record = read_record(path)

@@ -19,7 +19,7 @@ import pandas as pd
 from ulma import claims, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
 from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
-from ulma.grid import plan
+from ulma.grid import plan_profile
 from ulma.losses import METHODS
 from ulma.store import as_profile, record_value, resolve_path
 
@@ -315,26 +315,22 @@ VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
 
 
 def grid_progress(profile: str, results_dir: str = "results") -> dict[str, Any]:
-    """How much of the profile's grid has a record of its current config (`ulma.grid.plan`): planned runs,
+    """How much of the profile's grid has a record of its current config (`ulma.grid.plan_profile`): planned runs,
     done runs (those skipped for their dataset count as done: nothing to train), their recorded compute
     (train + eval seconds; reused runs counted once, where they ran) and the devices they ran on."""
     prof = as_profile(profile)
     planned = done = 0
     seconds, devices = 0.0, set()
-    for name, exp in EXPERIMENTS.items():
-        datasets, variants = exp.datasets_for(prof), list(exp.variants_for(prof))
-        if not datasets or not variants:
+    for row in plan_profile(prof, results_dir):
+        planned += 1
+        if not row["done"]:
             continue
-        for row in plan(prof, name, datasets, variants, results_dir=results_dir):
-            planned += 1
-            if not row["done"]:
-                continue
-            done += 1
-            record = json.loads(Path(row["path"]).read_text())
-            timings = record.get("timings") or {}
-            if record.get("status") == "done" and not record.get("reused_from") and timings:
-                seconds += float(timings.get("train_s") or 0.0) + float(timings.get("eval_s") or 0.0)
-                devices.add(record_value(record, "versions.device") or "?")
+        done += 1
+        record = json.loads(Path(row["path"]).read_text())
+        timings = record.get("timings") or {}
+        if record.get("status") == "done" and not record.get("reused_from") and timings:
+            seconds += float(timings.get("train_s") or 0.0) + float(timings.get("eval_s") or 0.0)
+            devices.add(record_value(record, "versions.device") or "?")
     return {"planned": planned, "done": done, "compute_s": seconds, "devices": sorted(devices)}
 
 

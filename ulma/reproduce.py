@@ -1,17 +1,17 @@
 """Run the numbered notebooks in order through papermill: ``python -m ulma reproduce --profile mini``.
 
-Each notebook gets, of ``profile``, ``results_dir``, ``figures_dir`` (absolute paths), ``force``,
-``train`` (True: the runs without a record are trained; False with ``--no-train``) and ``recompute`` (True: notebook 01 recomputes its
-statistics), only the parameters it declares (``papermill.inspect_notebook``), so that the executed copy,
-its metadata and the log hold exactly what it ran with. Before executing, the planned runs of every
-selected experiment and their estimated time (`ulma.grid.plan`) are printed; after the last notebook the
-claims table ``results/<profile>/tables/claims.{csv,md}`` is written (`ulma.claims.write_claims`). Each
+Each notebook gets, of ``profile``, ``results_dir``, ``figures_dir`` (absolute paths), ``force``, ``train``
+(True: the runs without a record are trained; False with ``--no-train``) and ``recompute`` (True: notebook
+01 recomputes its statistics), only the parameters it declares (``papermill.inspect_notebook``), so that the
+executed copy, its metadata and the log hold exactly what it ran with. Before executing, the planned runs of
+every selected experiment and their estimated time (`ulma.grid.plan`) are printed; after the last notebook
+the claims table ``results/<profile>/tables/claims.{csv,md}`` is written (`ulma.claims.write_claims`). Each
 notebook gets the profile's ``notebook_timeout`` per cell, and an executed copy under
-``results/<profile>/notebooks/``. Per notebook the log (``results/<profile>/reproduce_log.json``) holds
-the wall time and the peak resident memory of the kernel's process tree (sampled every 0.5 s: the kernel
-is a subprocess, so this process' own rusage would not show it). A notebook whose executed copy
-completed with the same parameters and the same source is skipped, and finished runs skip inside the
-notebooks (their JSONs), so an interrupted reproduction resumes where it stopped.
+``results/<profile>/notebooks/``. Per notebook the log (``results/<profile>/reproduce_log.json``) holds the
+wall time and the peak resident memory of the kernel's process tree (sampled every 0.5 s: the kernel is a
+subprocess, so this process' own rusage would not show it). A notebook whose executed copy completed with
+the same parameters and the same source is skipped, and finished runs skip inside the notebooks (their
+JSONs), so an interrupted reproduction resumes where it stopped.
 """
 from __future__ import annotations
 
