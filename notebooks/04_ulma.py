@@ -26,7 +26,8 @@
 # greedy replies to test prompts. KTO (a later point-wise method) is an extra baseline the paper predates.
 #
 # **Differences from the paper.** Smaller model, LoRA, a few hundred training examples, one epoch, an
-# offline judge instead of GPT-4, CPU, one seed so far — the table below lists each setting. Datasets
+# offline judge instead of GPT-4, CPU, the profile's seeds (at `mini` three for the runs a claim compares,
+# one for the rest; the `seeds` column counts the finished ones) — the table below lists each setting. Datasets
 # without an offline copy (red-team, Golden HH) are reported as *not measured*, with the reason.
 # %% tags=["parameters"]
 profile = "mini"         # tiny | mini | paper, or a path to a profile YAML

@@ -239,7 +239,7 @@ def test_reading_names_the_best_method_and_whether_the_intervals_separate_it(res
     assert "**Win rate vs chosen reply ↑**: best ULMA 0.875 [0.772, 0.935], next Point-wise DPO 0.688" in text
     assert "overlap: these data do not separate them" in text
     assert "One seed per method" in text and "judge agrees with human labels on only 60.0%" in text
-    assert "Not measured: Red-team: not measured" in text
+    assert "Datasets without results: Red-team: not measured" in text
     _write(tmp_path, "04_ulma", "hh", "ulma", wins=60, judge_accuracy=0.9)
     _write(tmp_path, "04_ulma", "hh", "kto", wins=10, judge_accuracy=0.9, history=_history([1.0, 0.8]))
     # SFT's loss did not move (1.3863 -> 1.3864): named as not trained, never ranked, though it would be best

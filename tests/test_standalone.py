@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-README_LIMIT = 7000  # bytes
+# bytes: room for the results section once every claim measurable offline has a row (12 of 18; the six Golden
+# HH claims stay "not measured" without the hub), details go to docs/
+README_LIMIT = 8000
 
 # An absolute path of some machine: a POSIX root folder that only a machine gives (not a URL path: the
 # lookbehind rejects a preceding word character, dot, slash, `~` or `$`), or a Windows drive path.

@@ -49,6 +49,7 @@ import numpy as np
 
 from ulma import stats
 from ulma.data import SOURCES
+from ulma.losses import METHODS, get_method
 from ulma.store import record_value
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
@@ -66,12 +67,14 @@ class Metric:
     Per-prompt metrics: ``section`` of ``metrics.eval.per_item`` and the `columns` taken from it (each a
     function of the section returning one value per item id); `statistic` maps a (seeds, prompts, k)
     table to a number. Per-run metrics: `run_paths`, the dotted record paths of its value (first found).
-    `aggregate`: the record's own scalar, shown (without CI) when per-prompt data is missing.
+    `aggregate`: the record's own scalar, shown (without CI) when per-prompt data is missing; `short`: its
+    name in one-line summaries (the README's results section).
     """
 
     name: str
     label: str
     better: str  # "higher" | "lower"
+    short: str
     section: str | None = None
     columns: tuple[Callable[[Mapping], Any], ...] = ()
     statistic: Callable[[np.ndarray], float] | None = None
@@ -92,19 +95,20 @@ def _log_ppl_table(table: np.ndarray) -> float:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("lc_win_rate", "length-controlled win rate vs the dataset's reply (judge)", "higher", "generations",
-           (lambda g: g["verdict"], lambda g: np.subtract(g["reply_chars"], g["reference_chars"])), _lc_table,
-           aggregate=("metrics.eval.lc_win_rate",)),
-    Metric("win_score", "win rate vs the dataset's reply, ties 1/2 (judge)", "higher", "generations",
+    Metric("lc_win_rate", "length-controlled win rate vs the dataset's reply (judge)", "higher", "LC win rate",
+           "generations", (lambda g: g["verdict"], lambda g: np.subtract(g["reply_chars"], g["reference_chars"])),
+           _lc_table, aggregate=("metrics.eval.lc_win_rate",)),
+    Metric("win_score", "win rate vs the dataset's reply, ties 1/2 (judge)", "higher", "win rate", "generations",
            (lambda g: g["verdict"],), _mean_table, aggregate=("metrics.eval.win_score",)),
-    Metric("judge_score", "judge's score of the policy's replies", "higher", "generations",
+    Metric("judge_score", "judge's score of the policy's replies", "higher", "judge score", "generations",
            (lambda g: g["score"],), _mean_table, aggregate=("metrics.eval.judge_score",)),
-    Metric("preference_accuracy_headline", "preference accuracy, one rule for all methods", "higher", "pairs",
-           (lambda p: p["headline"],), _mean_table, aggregate=("metrics.eval.preference_accuracy_headline",)),
-    Metric("log_perplexity", "log perplexity of the test positives", "lower", "perplexity",
+    Metric("preference_accuracy_headline", "preference accuracy, one rule for all methods", "higher",
+           "preference accuracy", "pairs", (lambda p: p["headline"],), _mean_table,
+           aggregate=("metrics.eval.preference_accuracy_headline",)),
+    Metric("log_perplexity", "log perplexity of the test positives", "lower", "log perplexity", "perplexity",
            (lambda p: p["nll"], lambda p: p["tokens"]), _log_ppl_table, aggregate=("metrics.eval.perplexity",)),
-    Metric("train_s", "training wall time (s)", "lower", run_paths=("timings.train_s",)),
-    Metric("peak_memory_mb", "peak training memory (MiB)", "lower",
+    Metric("train_s", "training wall time (s)", "lower", "train s", run_paths=("timings.train_s",)),
+    Metric("peak_memory_mb", "peak training memory (MiB)", "lower", "peak MiB",
            run_paths=("memory.train_peak_cuda_mb", "metrics.train.peak_memory_mb", "memory.train_peak_rss_mb")),
 )}
 
@@ -154,10 +158,10 @@ _HH = ("04_ulma", "03_pointwise_dpo", "05_golden_hh", "07_efficiency")
 CLAIMS: tuple[Claim, ...] = (
     Claim("pointwise_dpo_ge_dpo_hh", "Point-wise DPO performs at least as well as DPO on HH (binary labels)",
           "hh", "lc_win_rate", "pointwise_dpo", "dpo", "greater", ("03_pointwise_dpo", "04_ulma")),
-    *(Claim(f"ulma_ge_{b}_hh", f"ULMA beats {b} on HH", "hh", "lc_win_rate", "ulma", b, "greater", _HH,
+    *(Claim(f"ulma_ge_{b}_hh", f"ULMA beats {get_method(b).display} on HH", "hh", "lc_win_rate", "ulma", b, "greater", _HH,
             family="ulma_ge_every_baseline_hh") for b in BASELINES),
     *(Claim(f"ulma_gains_more_than_{b}_golden_hh",
-            f"Better positives (Golden HH vs HH) help ULMA more than {b}", "golden_hh", "judge_score", "ulma", b,
+            f"Better positives (Golden HH vs HH) help ULMA more than {get_method(b).display}", "golden_hh", "judge_score", "ulma", b,
             "greater", ("05_golden_hh",), baseline_dataset="hh", family="ulma_gains_most_golden_hh")
       for b in BASELINES),
     Claim("sft_ge_positive_dpo_positives", "On positives only, SFT does at least as well as positive DPO",
@@ -500,8 +504,8 @@ def reading(row: Mapping[str, Any]) -> str:
             if row.get("versus_dataset") else "difference")
     sample = (f"{row['n_prompts']} test prompts x {row['n_seeds']} seed(s)" if row.get("n_prompts")
               else f"{row['n_seeds']} run(s) per method")
-    return (f"{head}{row['verdict']} - {metric.label} ({metric.better} is better), {row['method_a']} minus "
-            f"{row['method_b']} {what} {row['difference']:+.3g} [{row['confidence']:.1%} CI {row['ci_low']:+.3g}, "
+    a, b = (get_method(row[k]).display if row[k] in METHODS else row[k] for k in ("method_a", "method_b"))
+    return (f"{head}{row['verdict']} - {metric.label} ({metric.better} is better), {a} minus {b} {what} {row['difference']:+.3g} [{row['confidence']:.1%} CI {row['ci_low']:+.3g}, "
             f"{row['ci_high']:+.3g}] over {sample}.")
 
 

@@ -22,17 +22,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from ulma.losses import get_method
+from ulma.losses import METHODS, get_method
 from ulma.experiments import EXPERIMENTS, GRADIENT_METHODS, resolve_path
 from ulma.report import RESULT_TEXT, _number, _profile_name, collect
 from ulma.store import record_value
 
 # the paper's names for the methods and datasets (tables keep the ids; figures and readings use these)
-METHOD_NAMES = {
-    "base": "Base", "sft": "SFT", "dpo": "DPO", "pointwise_dpo": "Point-wise DPO", "ulma": "ULMA",
-    "unlikelihood": "Unlikelihood", "kto": "KTO", "rlhf": "RLHF (RM+PPO)", "positive_dpo": "Positive DPO",
-    "negative_dpo": "Negative DPO", "negative_unlikelihood": "Negative unlikelihood",
-}
+METHOD_NAMES = {name: method.display for name, method in METHODS.items()}
 DATASET_NAMES = {"hh": "HH", "golden_hh": "Golden HH", "red_team": "Red-team", "qa_feedback": "QA-feedback"}
 # axis label of each metric: unit and direction (↑ higher is better, ↓ lower is better)
 LABELS = {

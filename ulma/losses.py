@@ -349,7 +349,8 @@ class Method:
     runner: how a run trains it — "offline" (`ulma.trainer.ULMATrainer` on `loss_fn`), "rlhf" (reward model
     + PPO, `ulma.rlhf`; `loss_fn` is None), "none" (no training: the starting model evaluated as is);
     profile_sections: the Profile sections besides `train` that change its numbers; comparison: its column
-    in the main comparison tables (None: an ablation only)."""
+    in the main comparison tables (None: an ablation only); display: the paper's name for it (figures, readings,
+    claim texts; tables keep `name`)."""
 
     name: str
     loss_fn: Callable[..., LossOutput] | None
@@ -362,6 +363,7 @@ class Method:
     runner: str = "offline"
     profile_sections: tuple[str, ...] = ()
     comparison: int | None = None
+    display: str = ""
 
     def __post_init__(self):
         for field_name, value, allowed in (("data_kind", self.data_kind, DATA_KINDS),
@@ -369,6 +371,8 @@ class Method:
                                            ("logp_reduction", self.logp_reduction, ("sum", "mean")),
                                            ("runner", self.runner, RUNNERS)):
             _check_choice(f"{self.name}.{field_name}", value, allowed)
+        if not self.display:
+            object.__setattr__(self, "display", self.name.replace("_", " "))
         unknown = set(self.hyperparameters) - set(HYPERPARAMETERS)
         if unknown:
             raise ValueError(f"{self.name}: unknown hyperparameters {sorted(unknown)}; known: {sorted(HYPERPARAMETERS)}")
@@ -396,26 +400,31 @@ _POINTWISE = ("beta", "c", "aggregation", "continuous", "positive_threshold")
 _LIKELIHOOD = ("aggregation", "positive_threshold", "variant")
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sft", sft_loss, "sft", "none", "mean", hyperparameters=("aggregation", "positive_threshold"), comparison=0),
-    Method("dpo", dpo_loss, "pairwise", "all", "sum", hyperparameters=("beta",), comparison=2),
-    Method("pointwise_dpo", pointwise_dpo_loss, "pointwise", "all", "mean", hyperparameters=_POINTWISE, comparison=3),
-    Method("ulma", ulma_loss, "pointwise", "negatives", "mean", hyperparameters=_POINTWISE, comparison=6),
+    Method("sft", sft_loss, "sft", "none", "mean", hyperparameters=("aggregation", "positive_threshold"), comparison=0,
+           display="SFT"),
+    Method("dpo", dpo_loss, "pairwise", "all", "sum", hyperparameters=("beta",), comparison=2, display="DPO"),
+    Method("pointwise_dpo", pointwise_dpo_loss, "pointwise", "all", "mean", hyperparameters=_POINTWISE, comparison=3,
+           display="Point-wise DPO"),
+    Method("ulma", ulma_loss, "pointwise", "negatives", "mean", hyperparameters=_POINTWISE, comparison=6,
+           display="ULMA"),
     Method("positive_dpo", positive_dpo_loss, "pointwise", "positives", "mean",
-           hyperparameters=("beta", "c", "aggregation", "positive_threshold")),
-    Method("negative_dpo", negative_dpo_loss, "pointwise", "negatives", "mean", hyperparameters=_POINTWISE),
+           hyperparameters=("beta", "c", "aggregation", "positive_threshold"), display="Positive DPO"),
+    Method("negative_dpo", negative_dpo_loss, "pointwise", "negatives", "mean", hyperparameters=_POINTWISE,
+           display="Negative DPO"),
     Method("unlikelihood", unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True,
-           hyperparameters=_LIKELIHOOD, comparison=4),
+           hyperparameters=_LIKELIHOOD, comparison=4, display="Unlikelihood"),
     Method("negative_unlikelihood", negative_unlikelihood_loss, "pointwise", "none", "mean", needs_log1m=True,
-           hyperparameters=_LIKELIHOOD),
+           hyperparameters=_LIKELIHOOD, display="Negative unlikelihood"),
     Method("kto", kto_loss, "pointwise", "all", "sum", needs_kl_pairs=True,
            hyperparameters=("beta", "aggregation", "positive_threshold", "desirable_weight", "undesirable_weight"),
-           comparison=5),
+           comparison=5, display="KTO"),
     # reward model + PPO: its reward model reads pairs where the dataset has them and z otherwise, so the
     # point-wise view (every dataset has one) decides where it applies; PPO's KL penalty makes it rank
     # pairs by the implicit reward β·Σ_t log-ratio (sums), like DPO
-    Method("rlhf", None, "pointwise", "all", "sum", runner="rlhf", profile_sections=("rlhf",), comparison=1),
+    Method("rlhf", None, "pointwise", "all", "sum", runner="rlhf", profile_sections=("rlhf",), comparison=1,
+           display="RLHF (RM+PPO)"),
     # the starting model, evaluated without training: the row every comparison is read against
-    Method("base", None, "sft", "none", "mean", runner="none"),
+    Method("base", None, "sft", "none", "mean", runner="none", display="Base"),
 )}
 
 

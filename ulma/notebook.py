@@ -271,7 +271,7 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         parts.append("\n".join(lines))
     missing = _not_measured(runs)
     if missing:
-        parts.append("Not measured: " + "; ".join(missing) + ".")
+        parts.append("Datasets without results: " + "; ".join(missing) + ".")
     return "\n\n".join(parts)
 
 

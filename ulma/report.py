@@ -347,9 +347,9 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
              + ", ".join(f"**{counts[v]} {v}**" for v in VERDICTS) + "."]
     measured = [r for r in rows if not str(r["verdict"]).startswith("not measured")]
     if measured:
-        lines += ["", "| claim | verdict | effect [CI] |", "|---|---|---|"]
-        lines += [f"| {r['text']} | {r['verdict']} | {r['difference']:+.3g} [{r['ci_low']:+.3g}, "
-                  f"{r['ci_high']:+.3g}] |" for r in measured]
+        lines += ["", "| claim | verdict | difference [CI] |", "|---|---|---|"]
+        lines += [f"| {r['text']} | {r['verdict']} | {claims.METRICS[r['metric']].short} {r['difference']:+.3g} "
+                  f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |" for r in measured]
     hardware = "; ".join(progress["devices"]) or "none yet"
     lines += ["", f"Grid: {progress['done']} of {progress['planned']} planned runs have a record of the current "
               f"protocol ({progress['compute_s'] / 3600:.1f} h of compute on {hardware}); "
