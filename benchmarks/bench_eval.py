@@ -8,7 +8,7 @@ Every cut is timed against the way it was done without it, on the same rows, int
   `ulma.batching.length_grouped_batches` (same batch size): the padded fraction of token slots and the
   slots a step pays for (no model: lengths only);
 * ``padding_eval``: the pairwise scoring pass in batches of random order against batches sorted by length
-  (`ulma.evaluation.length_sorted_batches`): padded fraction and time;
+  (`ulma.scoring.length_sorted_batches`): padded fraction and time;
 * ``one_pass``: perplexity from its own SFT pass + preference accuracy (before) against the pairwise pass
   alone, which gives the chosen replies' NLL (after); checks that both give the same NLL;
 * ``reference_cache``: the base model's reference log-probs computed (a miss: the first method) against
@@ -49,7 +49,7 @@ from ulma import data  # noqa: E402
 from ulma.batching import (PairwiseCollator, left_pad_prompts, length_grouped_batches, padded_fraction,  # noqa: E402
                            random_batches, row_length, tokenize_dataset, tokenize_prompts)
 from ulma.config import load_profile  # noqa: E402
-from ulma.evaluation import (batch_sequence_lengths, generate, length_sorted_batches, preference_accuracy,  # noqa: E402
+from ulma.scoring import (batch_sequence_lengths, generate, length_sorted_batches, preference_accuracy,  # noqa: E402
                              sequence_nll)
 from ulma.logprobs import model_logps  # noqa: E402
 from ulma.models import apply_lora_from, load_model_and_tokenizer  # noqa: E402

@@ -20,7 +20,7 @@ import torch
 
 from ulma import data
 from ulma.config import load_profile
-from ulma.evaluation import generate
+from ulma.scoring import generate
 from ulma.models import load_model_and_tokenizer
 
 

@@ -3,7 +3,7 @@ every name docs/DESIGN.md cites exists.
 
 Layers, lowest first (a module may import its own layer and those below, never one above):
 logprobs/files/stats → losses (registry) → data/batching/models/config → reference/runs → rlhf → trainer →
-evaluation/judges → the experiment layer (catalog, store, analysis → grid → report, reproduce, figures,
+scoring → evaluation/judges → the experiment layer (catalog, store, analysis → grid → report, reproduce, figures,
 claims → experiments → notebook) → cli. The library (everything below the experiment layer) never imports
 it. A subpackage (ulma/data/, ulma/judges/) is one node: its files' imports are its imports.
 """
@@ -26,6 +26,7 @@ LAYERS = [
     {"reference", "kl_partners", "runs", "reward_model"},
     {"rlhf", "loss_trainer"},
     {"trainer"},
+    {"scoring"},
     {"evaluation", "judges"},
     {"catalog", "store", "analysis", "claims"},  # the experiment layer starts here
     {"grid"},
@@ -34,7 +35,7 @@ LAYERS = [
     {"figures", "notebook"},
     {"cli", "__main__"},
 ]
-EXPERIMENT_LAYER = set().union(*LAYERS[7:12])
+EXPERIMENT_LAYER = set().union(*LAYERS[8:13])
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ulma.batching import render_prompt, tokenize_dataset
-from ulma.evaluation import evaluate_run, generate, perplexity, preference_accuracy
+from ulma.evaluation import evaluate_run
+from ulma.scoring import generate, perplexity, preference_accuracy
 from ulma.judges import ScoreJudge
 from ulma.models import apply_lora, load_model_and_tokenizer
 
@@ -231,7 +232,7 @@ def test_headline_ranks_every_method_by_the_token_mean_log_ratio(tiny):
 
 
 def test_item_ids_are_stable_and_distinguish_repeats():
-    from ulma.evaluation import item_ids
+    from ulma.scoring import item_ids
 
     ids = item_ids([PROMPTS[0], PROMPTS[1], PROMPTS[0], [dict(m) for m in PROMPTS[1]]])
     assert ids[0] != ids[1] and ids[2] == ids[0] + "~1" and ids[3] == ids[1] + "~1"
@@ -239,7 +240,7 @@ def test_item_ids_are_stable_and_distinguish_repeats():
 
 
 def test_reference_cache_path_keys_on_content_model_and_settings(tiny, tmp_path, monkeypatch):
-    from ulma.evaluation import reference_cache_path
+    from ulma.scoring import reference_cache_path
 
     monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path))
     model, tokenizer = tiny

@@ -26,7 +26,7 @@ from ulma.store import as_profile, record_value, resolve_path
 # canonical metric -> where it lives in a run record (first found wins)
 METRICS: dict[str, tuple[str, ...]] = {
     "perplexity": ("metrics.eval.perplexity",),
-    # one rule for every method (ulma.evaluation): the token-mean log-ratio to the base model, chosen vs rejected
+    # one rule for every method (ulma.scoring): the token-mean log-ratio to the base model, chosen vs rejected
     "preference_accuracy_headline": ("metrics.eval.preference_accuracy_headline",),
     "preference_accuracy": ("metrics.eval.preference_accuracy",),  # the method's own implicit reward
     "lc_win_rate": ("metrics.eval.lc_win_rate",),  # length-controlled (judge verdict ~ length gap, read at 0)
