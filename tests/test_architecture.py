@@ -3,9 +3,10 @@ every name docs/DESIGN.md cites exists.
 
 Layers, lowest first (a module may import its own layer and those below, never one above):
 logprobs/files/stats → losses (registry) → data/batching/models/config → reference/runs → rlhf → trainer →
-scoring → evaluation/judges → the experiment layer (catalog, store, analysis → grid → report, reproduce, figures,
-claims → experiments → notebook) → cli. The library (everything below the experiment layer) never imports
-it. A subpackage (ulma/data/, ulma/judges/) is one node: its files' imports are its imports.
+scoring → evaluation/judges → the experiment layer (catalog, store, analysis, claims → grid → report,
+reproduce, readout → experiments → figures, notebook) → cli. The library (everything below the experiment
+layer) never imports it. A subpackage (ulma/data/, ulma/judges/) is one node: its files' imports are its
+imports.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ LAYERS = [
     {"evaluation", "judges"},
     {"catalog", "store", "analysis", "claims"},  # the experiment layer starts here
     {"grid"},
-    {"report", "reproduce"},
+    {"report", "reproduce", "readout"},
     {"experiments"},
     {"figures", "notebook"},
     {"cli", "__main__"},

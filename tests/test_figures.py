@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ulma import experiments, figures, notebook
+from ulma import experiments, figures, notebook, readout
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKE = re.compile(r"\b[a-z]+_[a-z0-9_]+\b")
@@ -105,28 +105,28 @@ def test_wilson_interval_worked_numbers():
     n, p = 64, 42 / 64
     centre = (p + Z**2 / (2 * n)) / (1 + Z**2 / n)
     half = Z * math.sqrt(p * (1 - p) / n + Z**2 / (4 * n**2)) / (1 + Z**2 / n)
-    low, high = figures.wilson(42, 64)
+    low, high = readout.wilson(42, 64)
     assert low == pytest.approx(centre - half, abs=1e-9) and high == pytest.approx(centre + half, abs=1e-9)
     assert (round(low, 3), round(high, 3)) == (0.534, 0.761)
 
 
 def test_mean_ci_over_seeds_worked_numbers():
-    mean, low, high = figures.mean_ci([1.0, 2.0, 3.0])
+    mean, low, high = readout.mean_ci([1.0, 2.0, 3.0])
     t = 4.302652729911275  # t(0.975, 2 degrees of freedom)
     assert (mean, low, high) == pytest.approx((2.0, 2.0 - t / math.sqrt(3), 2.0 + t / math.sqrt(3)))
-    assert math.isnan(figures.mean_ci([0.7])[1])
+    assert math.isnan(readout.mean_ci([0.7])[1])
 
 
 def test_summary_uses_seeds_when_there_are_several_and_prompts_otherwise(tmp_path):
     _write(tmp_path, "04_ulma", "hh", "ulma", 0, wins=32)
     _write(tmp_path, "04_ulma", "hh", "ulma", 1, wins=45)
     _write(tmp_path, "04_ulma", "hh", "sft", 0, wins=42)
-    table = figures.summary(figures._runs("tiny", "04_ulma", tmp_path), "win_rate").set_index("method")
+    table = readout.summary(readout.runs_frame("tiny", "04_ulma", tmp_path), "win_rate").set_index("method")
     t = 12.706204736174698  # t(0.975, 1)
     mean, sem = (0.5 + 45 / 64) / 2, (45 / 64 - 0.5) / 2
     assert table.loc["ulma", ["mean", "low", "high"]].tolist() == pytest.approx([mean, mean - t * sem, mean + t * sem])
     assert table.loc["ulma", "ci"] == "seeds" and table.loc["sft", "ci"] == "prompts"
-    assert table.loc["sft", ["low", "high"]].tolist() == pytest.approx(list(figures.wilson(42, 64)))
+    assert table.loc["sft", ["low", "high"]].tolist() == pytest.approx(list(readout.wilson(42, 64)))
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -226,10 +226,10 @@ def test_sample_generations_side_by_side_with_the_verdict(results, tmp_path):
 
 
 def test_method_names():
-    assert figures.method_name("pointwise_dpo") == "Point-wise DPO"
-    assert figures.method_name("ulma@c=0.5") == "ULMA (c = 0.5)"
-    assert figures.method_name("pointwise_dpo@beta=0.5") == "Point-wise DPO (β = 0.5)"
-    assert figures.method_name("rlhf") == "RLHF (RM+PPO)"
+    assert readout.method_name("pointwise_dpo") == "Point-wise DPO"
+    assert readout.method_name("ulma@c=0.5") == "ULMA (c = 0.5)"
+    assert readout.method_name("pointwise_dpo@beta=0.5") == "Point-wise DPO (β = 0.5)"
+    assert readout.method_name("rlhf") == "RLHF (RM+PPO)"
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -6,68 +6,29 @@ of ``figures/<profile>/`` (notebook 08). Labels say the unit and the direction o
 is better, ``↓`` lower), methods carry the paper's names, bars carry 95 % CIs where the results have
 them: over seeds (t interval of the mean) when a method ran more than one, otherwise over the judged
 prompts or test pairs of its one run (Wilson interval of a proportion). A panel without data is replaced
-by one note saying why. The text a notebook shows besides its figures is in :mod:`ulma.notebook`.
+by one note saying why. The names, labels, frames and intervals come from :mod:`ulma.readout`; the text a
+notebook shows besides its figures is in :mod:`ulma.notebook`.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
 
-from ulma.losses import METHODS, get_method
+from ulma.losses import get_method
 from ulma.experiments import EXPERIMENTS, GRADIENT_METHODS, resolve_path
-from ulma.report import RESULT_TEXT, _number, _profile_name, collect
-from ulma.store import record_value
+from ulma.readout import (CHANCE, LABELS, dataset_name, in_table_order, method_name, not_measured, runs_frame,
+                          summary)
+from ulma.report import _number, _profile_name
+from ulma.store import read_record, record_value
 
-# the paper's names for the methods and datasets (tables keep the ids; figures and readings use these)
-METHOD_NAMES = {name: method.display for name, method in METHODS.items()}
-DATASET_NAMES = {"hh": "HH", "golden_hh": "Golden HH", "red_team": "Red-team", "qa_feedback": "QA-feedback"}
-# axis label of each metric: unit and direction (↑ higher is better, ↓ lower is better)
-LABELS = {
-    "win_rate": "Win rate vs chosen reply ↑",
-    "lc_win_rate": "Length-controlled win rate vs chosen reply ↑",
-    "preference_accuracy": "Preference accuracy ↑",
-    "preference_accuracy_headline": "Preference accuracy, log-ratio to the base model ↑",
-    "perplexity": "Perplexity of chosen replies ↓",
-    "train_s": "Training wall time (s) ↓",
-    "tokens_per_s": "Throughput (tokens/s) ↑",
-    "peak_memory_mb": "Peak memory (MB) ↓",
-}
-HIGHER_IS_BETTER = {"win_rate": True, "lc_win_rate": True, "preference_accuracy": True,
-                    "preference_accuracy_headline": True, "perplexity": False, "train_s": False,
-                    "tokens_per_s": True, "peak_memory_mb": False}
-CHANCE = {"win_rate": 0.5, "lc_win_rate": 0.5, "preference_accuracy": 0.5,
-          "preference_accuracy_headline": 0.5}  # a judge / a ranking that guesses
-# the record fields that hold a proportion's trial count (for its Wilson interval with one seed)
-TRIALS = {"win_rate": ("metrics.eval.num_generations",), "lc_win_rate": ("metrics.eval.num_generations",),
-          "preference_accuracy": ("metrics.eval.preference_pairs",),
-          "preference_accuracy_headline": ("metrics.eval.preference_pairs",)}
 DPI = 200
 STYLE = {"style": "whitegrid", "context": "paper", "palette": "colorblind"}
-
-
-# ------------------------------------------------------------------------------------------ names
-def method_name(label: Any) -> str:
-    """``ulma`` → ``ULMA``; a sweep label ``ulma@c=0.5`` → ``ULMA (c = 0.5)``."""
-    label = str(label)
-    base, _, knob = label.partition("@")
-    name = METHOD_NAMES.get(base, base.replace("_", " "))
-    if knob:
-        field, _, value = knob.partition("=")
-        name += f" ({'β' if field == 'beta' else field} = {value})"
-    return name
-
-
-def dataset_name(dataset: Any) -> str:
-    return DATASET_NAMES.get(str(dataset), str(dataset).replace("_", " "))
 
 
 # ------------------------------------------------------------------------------------- style, save
@@ -123,84 +84,6 @@ def _title(fig: Figure, text: str, fontsize: float = 10) -> None:
     fig.suptitle(_wrap(text, int(fig.get_figwidth() * 120 / fontsize)), fontsize=fontsize)
 
 
-def _no_paths(text: str) -> str:
-    """A reason without the machine's absolute paths: only the file name stays."""
-    return re.sub(r"(?<![\w.])/(?:[^\s/]+/)+([^\s/]+)", r"…/\1", str(text))
-
-
-# ------------------------------------------------------------------------------------ statistics
-def wilson(successes: float, trials: float, level: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (scipy's binomtest)."""
-    result = stats.binomtest(int(round(successes)), int(trials))
-    ci = result.proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def mean_ci(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the t interval of the mean over seeds; (mean, nan, nan) for fewer than two values."""
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    sem = stats.sem(values)
-    if sem == 0:
-        return mean, mean, mean
-    low, high = stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high)
-
-
-def _runs(profile, experiment: str, results_dir) -> pd.DataFrame:
-    """``report.collect`` plus the trial counts of each run (for one-seed intervals)."""
-    runs = collect(profile, experiment, results_dir)
-    if runs.empty:
-        return runs
-    folder = resolve_path(results_dir) / _profile_name(profile) / EXPERIMENTS[experiment].name
-    for metric, paths in TRIALS.items():
-        runs[metric + "_n"] = [
-            next((v for v in (_number(record_value(_record(folder / f), p)) for p in paths) if v is not None), None)
-            for f in runs["file"]]
-    return runs
-
-
-def _record(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (dataset, method): mean, 95 % CI (``low``, ``high``), seeds and the interval's kind
-    (``seeds``: t over seeds; ``prompts``: Wilson over the one run's trials; ``none``)."""
-    rows = []
-    if runs.empty or metric not in runs:
-        return pd.DataFrame(columns=["dataset", "method", "mean", "low", "high", "seeds", "ci"])
-    done = runs[(runs["status"] == "done") & runs[metric].notna()]
-    for (dataset, method), group in done.groupby(["dataset", "method"], sort=False):
-        mean, low, high = mean_ci(group[metric])
-        kind = "seeds" if len(group) > 1 else "none"
-        trials = group.get(metric + "_n")
-        if len(group) == 1 and trials is not None and pd.notna(trials.iloc[0]) and trials.iloc[0] > 0:
-            low, high = wilson(mean * trials.iloc[0], trials.iloc[0])
-            kind = "prompts"
-        rows.append({"dataset": dataset, "method": method, "mean": mean, "low": low, "high": high,
-                     "seeds": len(group), "ci": kind})
-    return pd.DataFrame(rows, columns=["dataset", "method", "mean", "low", "high", "seeds", "ci"])
-
-
-def _not_measured(runs: pd.DataFrame, datasets: Iterable[str] | None = None) -> list[str]:
-    """One line per dataset whose runs all lack results: "<Dataset>: not measured: <reason>"."""
-    if runs.empty:
-        return []
-    out = []
-    for dataset, group in runs.groupby("dataset", sort=False):
-        if datasets is not None and dataset not in datasets:
-            continue
-        if (group["status"] == "done").any():
-            continue
-        first = group.iloc[0]
-        out.append(f"{dataset_name(dataset)}: {RESULT_TEXT.get(first['status'], first['status'])}: "
-                   f"{_no_paths(first['reason'])}")
-    return out
-
-
 # --------------------------------------------------------------------------------------- drawing
 def _bars(ax, table: pd.DataFrame, metric: str, *, hue: str = "dataset") -> None:
     """Grouped bars (one group per method, one bar per `hue` value) with their 95 % CIs."""
@@ -250,10 +133,10 @@ def _judge_caption(runs: pd.DataFrame) -> str:
 def figure_quality(profile, experiment: str, results_dir="results") -> Figure:
     """03 / 04 / 05: win rate against the chosen reply, preference accuracy and perplexity per method,
     one bar per dataset, 95 % CIs, chance lines; datasets without results named in one note."""
-    runs = _runs(profile, experiment, results_dir)
+    runs = runs_frame(profile, experiment, results_dir)
     metrics = ["win_rate", "preference_accuracy", "perplexity"]
     tables = {m: summary(runs, m) for m in metrics}
-    missing = _not_measured(runs)
+    missing = not_measured(runs)
     if all(t.empty for t in tables.values()):
         return note_figure("No measured runs yet." + ("\n" + "\n".join(missing) if missing else ""),
                            title=EXPERIMENTS[experiment].title)
@@ -273,9 +156,9 @@ def figure_quality(profile, experiment: str, results_dir="results") -> Figure:
 def figure_judge_outcomes(profile, experiment: str, results_dir="results") -> Figure:
     """03 / 04: fraction of judged prompts each method's reply wins, ties or loses against the dataset's
     chosen reply, one panel per dataset with judged runs; the others named in one note."""
-    runs = _runs(profile, experiment, results_dir)
+    runs = runs_frame(profile, experiment, results_dir)
     done = runs[(runs["status"] == "done") & runs["win"].notna()] if not runs.empty else runs
-    missing = _not_measured(runs)
+    missing = not_measured(runs)
     if done.empty:
         return note_figure("No judged runs yet." + ("\n" + "\n".join(missing) if missing else ""),
                            title="Judge outcomes against the chosen reply")
@@ -307,9 +190,9 @@ def figure_judge_outcomes(profile, experiment: str, results_dir="results") -> Fi
 def figure_golden(profile, results_dir="results") -> Figure:
     """05: each method trained on HH and on Golden HH (win rate, perplexity); says so when only one
     dataset has results."""
-    runs = _runs(profile, "05_golden_hh", results_dir)
+    runs = runs_frame(profile, "05_golden_hh", results_dir)
     tables = {m: summary(runs, m) for m in ("win_rate", "perplexity")}
-    missing = _not_measured(runs)
+    missing = not_measured(runs)
     if all(t.empty for t in tables.values()):
         return note_figure("No measured runs yet." + ("\n" + "\n".join(missing) if missing else ""),
                            title="HH against Golden HH")
@@ -328,9 +211,9 @@ def figure_golden(profile, results_dir="results") -> Figure:
 def figure_ablations(profile, results_dir="results") -> Figure:
     """06: positives only (SFT vs positive DPO), negatives only (unlikelihood vs negative DPO), and the
     c and β sweeps; one note instead of the whole figure when nothing was measured."""
-    runs = _runs(profile, "06_ablations", results_dir)
+    runs = runs_frame(profile, "06_ablations", results_dir)
     if runs.empty or not (runs["status"] == "done").any():
-        why = _not_measured(runs)
+        why = not_measured(runs)
         return note_figure("Ablations: no measured runs yet." + ("\n" + "\n".join(why) if why else
                            "\nRun notebook 06 with train=True."), title="Ablations")
     panels: list[tuple[str, Callable]] = []
@@ -372,7 +255,7 @@ def _sweep(ax, data: pd.DataFrame, knob: str, metric: str, symbol: str) -> None:
 
 def figure_efficiency(profile, results_dir="results") -> Figure:
     """07: training wall time, throughput and peak memory per method."""
-    runs = _runs(profile, "07_efficiency", results_dir)
+    runs = runs_frame(profile, "07_efficiency", results_dir)
     metrics = ["train_s", "tokens_per_s", "peak_memory_mb"]
     tables = {m: summary(runs, m) for m in metrics}
     if all(t.empty for t in tables.values()):
@@ -388,7 +271,7 @@ def figure_efficiency(profile, results_dir="results") -> Figure:
                                                                    for d in t["dataset"]})) + ")")
     measured = set(runs.loc[runs["status"] == "done", "method"])
     _caption(fig, ["one run each: no interval"] + [
-        f"{LABELS[m].rsplit(' ', 1)[0]} not recorded for {', '.join(method_name(x) for x in _in_table_order('07_efficiency', measured - set(t['method'])))}"
+        f"{LABELS[m].rsplit(' ', 1)[0]} not recorded for {', '.join(method_name(x) for x in in_table_order('07_efficiency', measured - set(t['method'])))}"
         for m, t in tables.items() if measured - set(t["method"])])
     return fig
 
@@ -403,7 +286,7 @@ def pipeline_stages(profile, results_dir="results") -> list[tuple[str, str, floa
     folder = resolve_path(results_dir) / _profile_name(profile) / "07_efficiency"
     found: dict[tuple[str, str], list[float]] = {}
     for path in sorted(folder.glob("*__rlhf__seed*.json")) + sorted(folder.glob("*__ulma__seed*.json")):
-        record = _record(path)
+        record = read_record(path)
         if record.get("status") != "done":
             continue
         train = record_value(record, "metrics.train") or {}
@@ -506,7 +389,7 @@ def figure_training_curves(profile, experiment: str, dataset: str = "hh", result
     folder = resolve_path(results_dir) / _profile_name(profile) / EXPERIMENTS[experiment].name
     histories = {}
     for path in sorted(folder.glob(f"{dataset}__*__seed*.json")):
-        record = _record(path)
+        record = read_record(path)
         frame = training_history(record) if record.get("status") == "done" else pd.DataFrame()
         if not frame.empty and record["method"] not in histories:
             if {"rewards/positive", "rewards/negative"} <= set(frame) and "rewards/margins" not in frame:
@@ -515,7 +398,7 @@ def figure_training_curves(profile, experiment: str, dataset: str = "hh", result
     if not histories:
         return note_figure(f"No logged training history for {dataset_name(dataset)} in {experiment} yet.",
                            title="Training curves")
-    methods = _in_table_order(experiment, histories)
+    methods = in_table_order(experiment, histories)
     panels = list(CURVES)
     fig, axes = new_figure(len(methods), len(panels), width=3.0, height=1.7, sharex="row")
     styles = {"positives": "#2a7f62", "chosen": "#2a7f62", "negatives": "#c8553d", "rejected": "#c8553d",
@@ -556,12 +439,6 @@ def figure_training_curves(profile, experiment: str, dataset: str = "hh", result
                    loc="outside lower center", ncols=len(entries), frameon=False, fontsize=7)
     _title(fig, f"Training curves on {dataset_name(dataset)}: one row per method, logged every few optimizer steps", 9)
     return fig
-
-def _in_table_order(experiment: str, methods: Iterable[str]) -> list[str]:
-    """Methods in the experiment's table order (the base model first, unknown ones last)."""
-    order = {m: i for i, m in enumerate(["base", *(label for label, _ in EXPERIMENTS[experiment].variants)])}
-    return sorted(methods, key=lambda m: (order.get(m, len(order)), m))
-
 
 # ------------------------------------------------------------------------------------- every figure
 FIGURES: dict[str, dict[str, Callable[[Any, Any], Figure]]] = {

@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 from ulma import claims
 from ulma.catalog import budget_of, matched_steps, sequences_per_step
 from ulma.experiments import EXPERIMENTS, as_profile, resolve_path
-from ulma.figures import (CHANCE, HIGHER_IS_BETTER, LABELS, _in_table_order, _not_measured, _record, _runs,
-                          dataset_name, method_name, summary, training_history)
+from ulma.readout import (CHANCE, HIGHER_IS_BETTER, LABELS, dataset_name, in_table_order, method_name, not_measured,
+                          runs_frame, summary)
 from ulma.report import _profile_name
-from ulma.store import record_value
+from ulma.store import read_record, record_value
 
 # ----------------------------------------------------------------------------------------- quiet
 class _OncePerMessage(logging.Filter):
@@ -135,7 +135,7 @@ def setup_differences(profile, results_dir="results") -> pd.DataFrame:
     table = pd.DataFrame({"setting": list(SETUP_ROWS),
                           "this run": [str(read(mine)) for read in SETUP_ROWS.values()],
                           "paper profile": [str(read(paper)) for read in SETUP_ROWS.values()]})
-    devices = sorted({record_value(_record(p), "versions.device") or "" for p in
+    devices = sorted({record_value(read_record(p) or {}, "versions.device") or "" for p in
                       (resolve_path(results_dir) / mine.name).glob("*/*__seed*.json")} - {""})
     hardware = pd.DataFrame({"setting": ["hardware"], "this run": ["; ".join(devices) or "no runs yet"],
                              "paper profile": ["8 GPUs (the paper)"]})
@@ -153,14 +153,14 @@ def sample_generations(profile, experiment: str, dataset: str = "hh", n: int = 3
     folder = resolve_path(results_dir) / _profile_name(profile) / EXPERIMENTS[experiment].name
     replies: dict[str, dict[int, dict]] = {}
     for path in sorted(folder.glob(f"{dataset}__*__seed0.json")):
-        record = _record(path)
+        record = read_record(path) or {}
         rows = record.get("generations") or record_value(record, "metrics.eval.generations") or []
         if rows:
             replies[record["method"]] = {int(r.get("index", i)): r for i, r in enumerate(rows)}
     if not replies:
         return pd.DataFrame({"note": [f"No sample generations stored in the {dataset_name(dataset)} run records "
                                       f"of {experiment}: the runs keep them in their run folder only."]})
-    replies = {m: replies[m] for m in _in_table_order(experiment, replies)}
+    replies = {m: replies[m] for m in in_table_order(experiment, replies)}
     first = next(iter(replies.values()))
     out = []
     for index in sorted(first)[:n]:
@@ -223,10 +223,10 @@ def reading(profile, experiment: str, results_dir="results") -> str:
     """The closing "Reading the result" of a notebook, computed from its results (Markdown): per dataset,
     the best method on each metric and whether the 95 % intervals separate it from the next, the runs
     whose loss barely moved, the number of seeds and the judge's accuracy, and what was not measured."""
-    runs = _runs(profile, experiment, results_dir)
+    runs = runs_frame(profile, experiment, results_dir)
     metrics = READ_METRICS[experiment]
     if runs.empty or not (runs["status"] == "done").any():
-        missing = _not_measured(runs)
+        missing = not_measured(runs)
         return ("No measured runs at this profile yet" + (": " + "; ".join(missing) if missing else "")
                 + ". Run the notebook with `train = True` to train them.")
     parts = []
@@ -269,7 +269,7 @@ def reading(profile, experiment: str, results_dir="results") -> str:
                          "ranked above): " + ", ".join(sorted({method_name(m) for m in stuck["method"]}))
                          + ". These rows are the base model in disguise.")
         parts.append("\n".join(lines))
-    missing = _not_measured(runs)
+    missing = not_measured(runs)
     if missing:
         parts.append("Datasets without results: " + "; ".join(missing) + ".")
     return "\n\n".join(parts)
@@ -326,7 +326,7 @@ def budget_text(profile, experiment: str, results_dir="results") -> str:
                 "a method with twice the rows takes twice the steps.")
     folder = resolve_path(results_dir) / _profile_name(profile) / (EXPERIMENTS[experiment].name if experiment in EXPERIMENTS else experiment)
     labels = sorted({budget_of(r)["label"] for p in sorted(folder.glob("*.json"))
-                     if (r := _record(p)).get("status") == "done" and budget_of(r)["label"] != "untrained"})
+                     if (r := read_record(p) or {}).get("status") == "done" and budget_of(r)["label"] != "untrained"})
     if labels:
         text += " The records shown were trained under: " + ", ".join(f"`{label}`" for label in labels) + "."
     return text
