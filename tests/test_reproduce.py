@@ -170,3 +170,27 @@ def test_write_summary_replaces_only_the_marked_block(tmp_path):
     other.write_text("no markers\n")
     report.write_summary("mini", tmp_path / "results", readme=other)
     assert other.read_text() == "no markers\n"
+
+
+def test_results_summary_rows_name_their_metric_and_say_why_claims_are_unmeasured(tmp_path):
+    import csv
+
+    from ulma import report
+
+    tables = tmp_path / "results" / "mini" / "tables"
+    tables.mkdir(parents=True)
+    fields = ["claim", "text", "metric", "difference", "ci_low", "ci_high", "verdict"]
+    rows = [["a", "ULMA beats DPO on HH", "lc_win_rate", 0.08, 0.02, 0.14, "reproduced"],
+            ["b", "ULMA trains faster than RLHF", "train_s", -120.0, -150.0, -90.0, "reproduced"],
+            ["c", "Golden", "judge_score", "", "", "", "not measured (ulma on golden_hh: skipped (golden_hh "
+             "(mini_train) cannot be loaded here: no local file x.jsonl))"],
+            ["d", "KTO", "lc_win_rate", "", "", "", "not measured (no run of kto on hh)"]]
+    with open(tables / "claims.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([fields, *rows])
+    text = report.results_summary("mini", tmp_path / "results")
+    assert ("**2 reproduced**, **0 contradicted**, **0 inconclusive**, **2 not measured** (1 for want of an "
+            "offline copy of their data, 1 waiting for runs)") in text
+    assert "| ULMA beats DPO on HH | reproduced | LC win rate +0.08 [+0.02, +0.14] |" in text
+    assert "| ULMA trains faster than RLHF | reproduced | train s -120 [-150, -90] |" in text
+    assert "Golden" not in text and "KTO" not in text  # unmeasured claims are counted, not listed
+    assert "0 of " in text  # no run record in this results folder

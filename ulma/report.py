@@ -342,9 +342,15 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
     rows = pd.read_csv(tables / "claims.csv").to_dict("records")
     counts = {v: sum(str(r["verdict"]).startswith(v) for r in rows) for v in VERDICTS}
     progress = grid_progress(profile, results_dir)
+    # a claim whose runs were recorded as not runnable here (no offline copy of their data) stays unmeasured
+    # on this machine; the others wait for runs the grid has not trained yet
+    unmeasured = [str(r["verdict"]) for r in rows if str(r["verdict"]).startswith("not measured")]
+    no_data = sum("cannot be loaded here" in v for v in unmeasured)
+    why = (f" ({no_data} for want of an offline copy of their data, {len(unmeasured) - no_data} waiting for runs)"
+           if unmeasured else "")
     lines = [f"[`claims.csv`](results/{name}/tables/claims.md): {len(rows)} claims of the paper, each with a "
              "verdict computed from bootstrap CIs over prompts and seeds: "
-             + ", ".join(f"**{counts[v]} {v}**" for v in VERDICTS) + "."]
+             + ", ".join(f"**{counts[v]} {v}**" for v in VERDICTS) + why + "."]
     measured = [r for r in rows if not str(r["verdict"]).startswith("not measured")]
     if measured:
         lines += ["", "| claim | verdict | difference [CI] |", "|---|---|---|"]
