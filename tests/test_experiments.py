@@ -132,9 +132,21 @@ def test_partial_run_folder_resumes_training(fake, tiny, tmp_path):
     (tmp_path / "results" / "tiny" / "04_ulma" / "hh__dpo__seed0.json").unlink()
     (run_dir / "metrics.json").unlink()  # as if killed mid-training: checkpoints, no final metrics
     (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text("{}")  # a save that finished
     again = _run(tiny, "04_ulma", "hh", "dpo", tmp=tmp_path)
     assert fake.trained[-1][-1] is True and again["timings"]["resumed"] is True
     assert again["config_hash"] == record["config_hash"]
+
+
+def test_a_checkpoints_folder_without_a_finished_save_is_not_recorded_as_a_resume(fake, tiny, tmp_path):
+    _run(tiny, "04_ulma", "hh", "dpo", tmp=tmp_path)
+    run_dir = tmp_path / "cache" / "runs" / "tiny" / "04_ulma" / "hh__dpo__seed0"
+    (tmp_path / "results" / "tiny" / "04_ulma" / "hh__dpo__seed0.json").unlink()
+    (run_dir / "metrics.json").unlink()
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # killed during its first save
+    again = _run(tiny, "04_ulma", "hh", "dpo", tmp=tmp_path)
+    # the trainer is asked to resume (it looks, warns and starts over); the record says it did not resume
+    assert fake.trained[-1][-1] is True and again["timings"]["resumed"] is False
 
 
 def test_failed_run_is_recorded_and_grid_goes_on(fake, tiny, tmp_path, monkeypatch):

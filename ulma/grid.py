@@ -29,6 +29,7 @@ from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.files import portable_path
 from ulma.losses import METHODS, get_method
+from ulma.rlhf import PPO_STATE
 from ulma.runs import RunFolder, resolve_data_dir
 from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
                         package_versions, read_record, record_value, resolve_path, resolved_config, result_path,
@@ -354,10 +355,14 @@ def _train_and_evaluate(prof: Profile, method: str, dataset: str, run_dir: Path,
             # the trainer refuses a folder it cannot identify, so its partial files are dropped, never mixed
             folder.clear()
         resume = (run_dir / "checkpoints").exists()
+        # "resumed" only when saved state exists to continue from (the trainer's last complete checkpoint,
+        # the PPO loop's state): an empty or half-written checkpoints/ trains from the start
+        resumed = resume and (folder.last_complete_checkpoint() is not None
+                              or (run_dir / "checkpoints" / PPO_STATE).exists())
         t0 = time.perf_counter()
         with PeakMemory() as mem:
             train_metrics = _train(prof, method, dataset, run_dir, data_dir, resume)
-        timings = {"train_s": time.perf_counter() - t0, "resumed": resume}
+        timings = {"train_s": time.perf_counter() - t0, "resumed": resumed}
         memory = {"train_peak_rss_mb": mem.peak_mb, "train_start_rss_mb": mem.start_mb,
                   "train_peak_cuda_mb": mem.cuda_peak_mb}
         write_record(measured, {"timings": timings, "memory": memory})
