@@ -2,7 +2,7 @@
 every name docs/DESIGN.md cites exists.
 
 Layers, lowest first (a module may import its own layer and those below, never one above):
-logprobs/files/stats → losses (registry) → data/batching/models/config → reference/runs → rlhf → trainer →
+logprobs/files/stats/checks → losses (registry) → data/batching/models/config → reference/runs → rlhf → trainer →
 scoring → evaluation/judges → the experiment layer (catalog, store, analysis, claims → grid → report,
 reproduce, readout → experiments → figures, notebook) → cli. The library (everything below the experiment
 layer) never imports it. A subpackage (ulma/data/, ulma/judges/) is one node: its files' imports are its
@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ulma"
 ROOT = PACKAGE.parent
 
 LAYERS = [
-    {"files", "logprobs", "stats"},  # stats: pure statistics (bootstrap, LC win rate), imports no ulma module
+    {"files", "logprobs", "stats", "checks"},  # stats: pure statistics (bootstrap, LC win rate); checks: config field checks; neither imports a ulma module
     {"losses", "rl_losses"},
     {"config", "data", "batching", "models"},
     {"reference", "kl_partners", "runs", "reward_model"},

@@ -5,19 +5,17 @@ A profile (``ulma/profiles/<name>.yaml``) is data, not code: it fills the datacl
 sizes and judges everywhere. ``--set section.field=value`` (or just ``field=value`` when the name is
 unique) overrides a field; the resolved config is saved beside every result.
 
-Every dataclass checks its fields when it is built (``__post_init__`` -> ``validate()``): each field's
-comment states its allowed range, and a value outside it raises `ConfigError` (a ValueError) whose one-line
-message names the field path and the range, e.g. ``train.beta = -1: must be a finite number > 0``. So a
-bad profile or ``--set`` fails in `load_profile`, before any data or model loads. Validation never
-rewrites a valid value (the resolved config is hashed to recognise finished runs); the one conversion is
-a numeric string such as ``"1e-4"`` (YAML 1.1 reads it as a string) into a float.
+Every dataclass checks its fields when it is built (``__post_init__`` -> ``validate()``, with the checks of
+`ulma.checks`): each field's comment states its allowed range, and a value outside it raises `ConfigError`
+(a ValueError) whose one-line message names the field path and the range, e.g. ``train.beta = -1: must be
+a finite number > 0``. So a bad profile or ``--set`` fails in `load_profile`, before any data or model
+loads. Validation never rewrites a valid value (the resolved config is hashed to recognise finished runs).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from ulma.checks import Check, ConfigError, Validated, show_value
 from ulma.losses import METHODS
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -42,124 +41,8 @@ JUDGE_NAMES = ("llm", "reward_model", "minilm_harmlessness")  # ulma.judges.JUDG
 MAX_SEED = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy too)
 
 
-class ConfigError(ValueError):
-    """A profile field or override outside its allowed range, an unknown field, or an unreadable profile.
-
-    `path` is the field's dotted path (``train.beta``, ``experiments.method_overrides.dpo.lr``) or, for a
-    whole file, ``profile``; ``str(error)`` is one line naming the path and what is allowed.
-    """
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path, self.message = path, message
-        super().__init__(f"{path}{message}" if message.startswith(" = ") else f"{path}: {message}")
-
-    def moved(self, old_prefix: str, new_prefix: str) -> "ConfigError":
-        """The same error with the path's `old_prefix` replaced (a field met inside another section)."""
-        if self.path == old_prefix or self.path.startswith(old_prefix + "."):
-            return ConfigError(new_prefix + self.path[len(old_prefix):], self.message)
-        return self
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Check:
-    """Field checks of one dataclass instance; each raises ConfigError naming ``section.field``."""
-
-    def __init__(self, obj: Any, section: str) -> None:
-        self.obj, self.section = obj, section
-
-    def fail(self, name: str, expect: str) -> None:
-        raise ConfigError(f"{self.section}.{name}", f" = {_show(getattr(self.obj, name))}: must be {expect}")
-
-    def number(self, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-               high_open: bool = False, optional: bool = False, finite: bool = True) -> None:
-        """A real number in the given interval (ints are numbers; numeric strings become floats)."""
-        parts = []
-        if low is not None and high is not None:
-            parts.append(f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
-        elif low is not None:
-            parts.append(f"{'>' if low_open else '>='} {low:g}")
-        elif high is not None:
-            parts.append(f"{'<' if high_open else '<='} {high:g}")
-        expect = " ".join(["a finite number" if finite else "a number", *parts]) + (", or null" if optional else "")
-        value = getattr(self.obj, name)
-        if value is None and optional:
-            return
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                self.fail(name, expect)
-            setattr(self.obj, name, value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(name, expect)
-        if (finite and not math.isfinite(value)) or math.isnan(value):
-            self.fail(name, expect)
-        if low is not None and (value < low or (low_open and value == low)):
-            self.fail(name, expect)
-        if high is not None and (value > high or (high_open and value == high)):
-            self.fail(name, expect)
-
-    def integer(self, name: str, *, low: int | None = None, high: int | None = None, optional: str | None = None,
-                expect: str | None = None) -> None:
-        """An int (not a bool, not 2.0) in [low, high]; `optional` says what null means."""
-        if expect is None:
-            bounds = (f"in [{low}, {high}]" if low is not None and high is not None else
-                      f">= {low}" if low is not None else f"<= {high}" if high is not None else "")
-            expect = f"an integer {bounds}".strip() + (f", or null ({optional})" if optional else "")
-        value = getattr(self.obj, name)
-        if value is None and optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(name, expect)
-        if (low is not None and value < low) or (high is not None and value > high):
-            self.fail(name, expect)
-
-    def choice(self, name: str, choices: tuple, *, optional: bool = False) -> None:
-        value = getattr(self.obj, name)
-        if value is None and optional:
-            return
-        if not isinstance(value, str) or value not in choices:
-            self.fail(name, "one of " + ", ".join(choices) + (", or null" if optional else ""))
-
-    def text(self, name: str, *, optional: bool = False) -> None:
-        value = getattr(self.obj, name)
-        if value is None and optional:
-            return
-        if not isinstance(value, str) or not value.strip():
-            self.fail(name, "a non-empty string" + (", or null" if optional else ""))
-
-    def texts(self, name: str, *, what: str = "strings") -> None:
-        value = getattr(self.obj, name)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-            self.fail(name, f"a non-empty list of {what}")
-
-    def mapping(self, name: str) -> None:
-        if not isinstance(getattr(self.obj, name), dict):
-            self.fail(name, "a mapping ({key: value, ...})")
-
-    def boolean(self, name: str) -> None:
-        if not isinstance(getattr(self.obj, name), bool):
-            self.fail(name, "true or false")
-
-
-class _Validated:
-    """Runs `validate()` when the dataclass is built, so no instance holds a value outside its range."""
-
-    SECTION: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:  # pragma: no cover - every section overrides it
-        raise NotImplementedError
-
-
 @dataclass
-class TrainConfig(_Validated):
+class TrainConfig(Validated):
     """Everything one training run needs besides the method name and the dataset name."""
 
     SECTION: ClassVar[str] = "train"
@@ -215,7 +98,7 @@ class TrainConfig(_Validated):
     report_to: list[str] | str = "none"
 
     def validate(self) -> None:
-        c = _Check(self, self.SECTION)
+        c = Check(self, self.SECTION)
         self._check_report_to()
         c.text("model")
         c.choice("dtype", DTYPES)
@@ -267,11 +150,11 @@ class TrainConfig(_Validated):
 
         known = ("none", "all", *INTEGRATION_TO_CALLBACK)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n in known for n in names):
-            _Check(self, self.SECTION).fail("report_to", "none, all, or one or a list of " + ", ".join(INTEGRATION_TO_CALLBACK))
+            Check(self, self.SECTION).fail("report_to", "none, all, or one or a list of " + ", ".join(INTEGRATION_TO_CALLBACK))
 
 
 @dataclass
-class EvalConfig(_Validated):
+class EvalConfig(Validated):
     """Held-out metrics and generation (docs/EXPERIMENTS.md, Metrics)."""
 
     SECTION: ClassVar[str] = "eval"
@@ -291,7 +174,7 @@ class EvalConfig(_Validated):
     judge_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
-        c = _Check(self, self.SECTION)
+        c = Check(self, self.SECTION)
         c.text("test_split")
         c.integer("max_eval_samples", low=1, optional="all")
         c.integer("eval_batch_size", low=1)
@@ -311,7 +194,7 @@ class EvalConfig(_Validated):
                                   f"unknown judge; keys must be judge names: {', '.join(JUDGE_NAMES)}")
             if not isinstance(section, dict):
                 raise ConfigError(f"{self.SECTION}.judge_options.{name}",
-                                  f" = {_show(section)}: must be a mapping of that judge's options")
+                                  f" = {show_value(section)}: must be a mapping of that judge's options")
         if self.judge == "reward_model" and not (self.judge_model or options.get("reward_model", {}).get("model")):
             raise ConfigError(f"{self.SECTION}.judge_model", "judge reward_model needs a reward model id or folder")
 
@@ -321,7 +204,7 @@ class EvalConfig(_Validated):
 
 
 @dataclass
-class RLHFConfig(_Validated):
+class RLHFConfig(Validated):
     """Reward model + PPO, defaults of the released code's era (docs/METHODS.md, RLHF baseline)."""
 
     SECTION: ClassVar[str] = "rlhf"
@@ -348,7 +231,7 @@ class RLHFConfig(_Validated):
     max_new_tokens: int = 512  # >= 1
 
     def validate(self) -> None:
-        c = _Check(self, self.SECTION)
+        c = Check(self, self.SECTION)
         for name in ("reward_learning_rate", "reward_epochs", "ppo_learning_rate", "target_kl", "cliprange",
                      "cliprange_value", "temperature"):
             c.number(name, low=0.0, low_open=True)
@@ -364,7 +247,7 @@ class RLHFConfig(_Validated):
 
 
 @dataclass
-class ExperimentConfig(_Validated):
+class ExperimentConfig(Validated):
     """Which runs the notebooks make at this profile."""
 
     SECTION: ClassVar[str] = "experiments"
@@ -388,7 +271,7 @@ class ExperimentConfig(_Validated):
 
     def validate(self) -> None:
         known = tuple(METHODS)  # rlhf and base are registry entries too
-        c = _Check(self, self.SECTION)
+        c = Check(self, self.SECTION)
         c.texts("methods", what="method names")
         for name in self.methods:
             if name not in known:
@@ -409,12 +292,12 @@ class ExperimentConfig(_Validated):
                                   + ", ".join(known))
             if not isinstance(values, dict):
                 raise ConfigError(f"{self.SECTION}.method_overrides.{method}",
-                                  f" = {_show(values)}: must be a mapping of train fields")
+                                  f" = {show_value(values)}: must be a mapping of train fields")
         c.choice("budget", ("matched", "paper"))
         c.mapping("sweeps")
         for name, values in self.sweeps.items():
             if not isinstance(values, list) or not values:
-                raise ConfigError(f"{self.SECTION}.sweeps.{name}", f" = {_show(values)}: must be a non-empty list")
+                raise ConfigError(f"{self.SECTION}.sweeps.{name}", f" = {show_value(values)}: must be a non-empty list")
 
 
 @dataclass
@@ -528,7 +411,7 @@ def _build(cls, values: dict[str, Any] | None, where: str):
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(where, f" = {_show(values)}: must be a mapping of {cls.SECTION} fields")
+        raise ConfigError(where, f" = {show_value(values)}: must be a mapping of {cls.SECTION} fields")
     known = _field_names(cls)
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -543,7 +426,7 @@ def _build(cls, values: dict[str, Any] | None, where: str):
 def profile_from_dict(data: dict[str, Any]) -> Profile:
     """A validated Profile from its dict form (a YAML file, a saved config.json); ConfigError otherwise."""
     if not isinstance(data, dict):
-        raise ConfigError("profile", f"must be a mapping of sections ({', '.join(_SECTIONS)}), got {_show(data)}")
+        raise ConfigError("profile", f"must be a mapping of sections ({', '.join(_SECTIONS)}), got {show_value(data)}")
     unknown = sorted(set(data) - {"name", "description", *_SECTIONS})
     if unknown:
         raise ConfigError(str(unknown[0]), "unknown profile section" + _did_you_mean(str(unknown[0]), _SECTIONS)
