@@ -158,11 +158,12 @@ _HH = ("04_ulma", "03_pointwise_dpo", "05_golden_hh", "07_efficiency")
 CLAIMS: tuple[Claim, ...] = (
     Claim("pointwise_dpo_ge_dpo_hh", "Point-wise DPO performs at least as well as DPO on HH (binary labels)",
           "hh", "lc_win_rate", "pointwise_dpo", "dpo", "greater", ("03_pointwise_dpo", "04_ulma")),
-    *(Claim(f"ulma_ge_{b}_hh", f"ULMA beats {get_method(b).display} on HH", "hh", "lc_win_rate", "ulma", b, "greater", _HH,
-            family="ulma_ge_every_baseline_hh") for b in BASELINES),
+    *(Claim(f"ulma_ge_{b}_hh", f"ULMA beats {get_method(b).display} on HH", "hh", "lc_win_rate", "ulma", b,
+            "greater", _HH, family="ulma_ge_every_baseline_hh") for b in BASELINES),
     *(Claim(f"ulma_gains_more_than_{b}_golden_hh",
-            f"Better positives (Golden HH vs HH) help ULMA more than {get_method(b).display}", "golden_hh", "judge_score", "ulma", b,
-            "greater", ("05_golden_hh",), baseline_dataset="hh", family="ulma_gains_most_golden_hh")
+            f"Better positives (Golden HH vs HH) help ULMA more than {get_method(b).display}", "golden_hh",
+            "judge_score", "ulma", b, "greater", ("05_golden_hh",), baseline_dataset="hh",
+            family="ulma_gains_most_golden_hh")
       for b in BASELINES),
     Claim("sft_ge_positive_dpo_positives", "On positives only, SFT does at least as well as positive DPO",
           "hh", "lc_win_rate", "sft", "positive_dpo", "greater", ("06_ablations",)),
@@ -505,8 +506,9 @@ def reading(row: Mapping[str, Any]) -> str:
     sample = (f"{row['n_prompts']} test prompts x {row['n_seeds']} seed(s)" if row.get("n_prompts")
               else f"{row['n_seeds']} run(s) per method")
     a, b = (get_method(row[k]).display if row[k] in METHODS else row[k] for k in ("method_a", "method_b"))
-    return (f"{head}{row['verdict']} - {metric.label} ({metric.better} is better), {a} minus {b} {what} {row['difference']:+.3g} [{row['confidence']:.1%} CI {row['ci_low']:+.3g}, "
-            f"{row['ci_high']:+.3g}] over {sample}.")
+    return (f"{head}{row['verdict']} - {metric.label} ({metric.better} is better), {a} minus {b} {what} "
+            f"{row['difference']:+.3g} [{row['confidence']:.1%} CI {row['ci_low']:+.3g}, {row['ci_high']:+.3g}] "
+            f"over {sample}.")
 
 
 def _cell(value: Any) -> str:
