@@ -194,3 +194,22 @@ def test_results_summary_rows_name_their_metric_and_say_why_claims_are_unmeasure
     assert "| ULMA trains faster than RLHF | reproduced | train s -120 [-150, -90] |" in text
     assert "Golden" not in text and "KTO" not in text  # unmeasured claims are counted, not listed
     assert "0 of " in text  # no run record in this results folder
+
+
+def test_an_executed_notebook_is_out_of_date_when_a_record_it_shows_changes(tmp_path):
+    from ulma.reproduce import _inputs_digest
+
+    source = tmp_path / "04_ulma.py"
+    source.write_text("x = 1\n")
+    claims_source = tmp_path / "09_claims.py"
+    claims_source.write_text("y = 2\n")
+    root = tmp_path / "results" / "mini"
+    for folder in ("03_pointwise_dpo", "04_ulma", "notebooks"):
+        (root / folder).mkdir(parents=True)
+    (root / "04_ulma" / "hh__ulma__seed0.json").write_text('{"status": "done"}')
+    before, claims_before = _inputs_digest(source, root), _inputs_digest(claims_source, root)
+    (root / "03_pointwise_dpo" / "hh__dpo__seed0.json").write_text('{"status": "done"}')
+    assert _inputs_digest(source, root) == before  # another experiment's record: 04 is still current
+    assert _inputs_digest(claims_source, root) != claims_before  # 09 reads every experiment
+    (root / "04_ulma" / "hh__dpo__seed1.json").write_text('{"status": "done"}')  # a record lands
+    assert _inputs_digest(source, root) != before

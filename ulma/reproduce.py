@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ulma import claims, report
 from ulma.catalog import EXPERIMENTS
@@ -51,6 +51,18 @@ def select_notebooks(only: list[str] | str | None = None) -> list[Path]:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _inputs_digest(source: Path, root: Path) -> str:
+    """The notebook's source and the records it shows: its experiments' folders (``NN_*/``, 06 covers the
+    calibration too), every folder for a notebook without one (08 figures, 09 claims). A record that lands
+    or changes makes the executed copy out of date, so `--no-train` executes it again."""
+    folders = [p for p in sorted(root.glob(f"{source.stem[:2]}_*")) if p.is_dir()] or [
+        p for p in sorted(root.glob("*")) if p.is_dir() and p.name not in ("notebooks", "tables")]
+    records = hashlib.sha256()
+    for path in sorted(p for folder in folders for p in folder.glob("*.json")):
+        records.update(f"{path.parent.name}/{path.name}\n".encode() + path.read_bytes())
+    return f"{_digest(source)}+{records.hexdigest()[:16]}"
 
 
 def _completed(executed: Path, parameters: dict[str, Any], source_digest: str) -> bool:
@@ -116,13 +128,15 @@ def reproduce(
         parameters = declared_parameters(papermill, source, offered)
         run_parameters = declared_parameters(papermill, source, {**parameters, "force": force_since})
         executed = out_dir / source.name
-        digest = _digest(source)
+        digest = _inputs_digest(source, root)
         if not force and _completed(executed, parameters, digest):
             print(f"{source.stem:20s} skipped: completed before with the same parameters", flush=True)
             entries.append({"notebook": source.stem, **log["notebooks"].get(source.stem, {}),
                             "status": "skipped (completed before)"})
             continue  # its log entry keeps the measurements of the run that completed it
-        entry = _execute(papermill, nbformat, source, executed, parameters, run_parameters, timeout, digest)
+        # marked with the digest after execution: a notebook that trains (or copies a reused run) adds records
+        entry = _execute(papermill, nbformat, source, executed, parameters, run_parameters, timeout,
+                         lambda source=source: _inputs_digest(source, root))
         print(f"{source.stem:20s} {entry['status']:9s} {entry['wall_s']:8.1f} s   peak RSS of the kernel "
               f"{entry['kernel_peak_rss_mb']:8.0f} MB" + (f"   {entry['error']}" if entry.get("error") else ""),
               flush=True)
@@ -178,7 +192,8 @@ def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, 
     return rows
 
 
-def _execute(papermill, nbformat, source: Path, executed: Path, parameters, run_parameters, timeout, digest) -> dict[str, Any]:
+def _execute(papermill, nbformat, source: Path, executed: Path, parameters, run_parameters, timeout,
+             digest: Callable[[], str]) -> dict[str, Any]:
     """Execute one notebook with `run_parameters` (`parameters` plus ``force`` where it declares it)."""
     entry: dict[str, Any] = {"started_at": now(), "parameters": run_parameters, "executed": portable_path(executed)}
     t0 = time.perf_counter()
@@ -193,7 +208,7 @@ def _execute(papermill, nbformat, source: Path, executed: Path, parameters, run_
             entry.update(status="failed", error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
     entry.update(wall_s=round(time.perf_counter() - t0, 2), kernel_peak_rss_mb=round(mem.peak_mb, 1), finished_at=now())
     if entry["status"] == "completed":
-        _mark(nbformat, executed, parameters, digest)
+        _mark(nbformat, executed, parameters, digest())
     return entry
 
 

@@ -43,7 +43,7 @@ from transformers import set_seed
 from ulma import data
 from ulma.batching import PointwiseCollator, left_pad_prompts, tokenize_dataset, tokenize_prompts
 from ulma.config import Profile, RLHFConfig, TrainConfig, load_profile, train_config_for
-from ulma.files import content_key, dataset_content_hash
+from ulma.files import content_key, dataset_content_hash, portable_path
 from ulma.models import apply_lora_from, cache_dir, load_model_and_tokenizer, model_identity
 # the pieces of the baseline, importable from here as before the split
 from ulma.logprobs import model_token_logps
@@ -322,7 +322,7 @@ def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device:
     folder = cache_dir() / "reward_models" / key
     if (folder / "metrics.json").exists():
         reward_model, metrics = load_reward_model(base.to(device), folder)
-        return reward_model, {**metrics, "cached": True, "cache": str(folder)}
+        return reward_model, {**metrics, "cached": True, "cache": portable_path(folder)}
     set_seed(cfg.seed)
     model = apply_lora_from(base.to(device), cfg)
     reward_model = RewardModel(model).to(device)
@@ -331,7 +331,7 @@ def _reward_stage(profile: Profile, cfg: TrainConfig, run_data: RunData, device:
                                  eval_rows=[dict(r) for r in eval_rows] if eval_rows is not None else None)
     save_reward_model(reward_model, folder, {**metrics, "key": key})
     reward_model.requires_grad_(False)
-    return reward_model, {**metrics, "cached": False, "cache": str(folder)}
+    return reward_model, {**metrics, "cached": False, "cache": portable_path(folder)}
 
 
 def _prompt_ids(rows, cfg: TrainConfig, tokenizer) -> list[list[int]]:
