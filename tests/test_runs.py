@@ -149,3 +149,17 @@ def test_every_run_records_its_objective_at_the_start_and_the_end(tmp_path):
     assert objective_trace(ppo) == {"start": {"step": 1, "reward": 0.1, "kl": 0.0},
                                     "end": {"step": 2, "reward": 0.4, "kl": 0.2}}
     assert objective_trace([{"train_runtime": 1.0, "train_loss": 2.0}]) is None
+
+
+def test_saved_state_is_a_complete_checkpoint_or_the_ppo_state(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    assert not folder.has_saved_state()  # no checkpoints/ at all
+    (folder.checkpoints / "checkpoint-2").mkdir(parents=True)
+    assert not folder.has_saved_state()  # a save interrupted before trainer_state.json
+    (folder.checkpoints / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert folder.has_saved_state()
+    ppo = RunFolder(tmp_path / "ppo")
+    ppo.checkpoints.mkdir(parents=True)
+    assert not ppo.has_saved_state()
+    ppo.ppo_state.write_bytes(b"state")
+    assert ppo.has_saved_state()

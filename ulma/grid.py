@@ -29,7 +29,6 @@ from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.files import portable_path
 from ulma.losses import METHODS, get_method
-from ulma.rlhf import PPO_STATE
 from ulma.runs import RunFolder, resolve_data_dir
 from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
                         package_versions, read_record, record_value, resolve_path, resolved_config, result_path,
@@ -42,6 +41,9 @@ NOT_APPLICABLE_REASON = {  # why a dataset lacks a view (ulma.data.SOURCES says 
 # the files the grid keeps in a run folder beside the run's own (ulma.runs owns the rest)
 CONFIG_MARKER = "ULMA_CONFIG_HASH"
 MEASURED = "ULMA_TRAIN_MEASURED.json"  # our timings, kept for an evaluation that was interrupted
+# the reason of a run recorded as not runnable on this machine (no copy of its data): what the README's
+# summary counts as unmeasurable here, apart from runs still to train
+NOT_LOADABLE_HERE = "cannot be loaded here"
 
 
 def not_applicable(dataset: str, method: str) -> str | None:
@@ -318,7 +320,7 @@ def run_one(
     split = rprof.train.train_split
     reason = dataset_unavailable(dataset, get_method(variant.method).data_kind, split, resolved_data, rprof.train.data_options)
     if reason:
-        return _finish(path, record, "skipped", reason=f"{dataset} ({split}) cannot be loaded here: {reason}")
+        return _finish(path, record, "skipped", reason=f"{dataset} ({split}) {NOT_LOADABLE_HERE}: {reason}")
 
     run_dir = run_folder(runs_dir, prof.name, exp.name, dataset, method, seed)
     try:
@@ -355,10 +357,9 @@ def _train_and_evaluate(prof: Profile, method: str, dataset: str, run_dir: Path,
             # the trainer refuses a folder it cannot identify, so its partial files are dropped, never mixed
             folder.clear()
         resume = (run_dir / "checkpoints").exists()
-        # "resumed" only when saved state exists to continue from (the trainer's last complete checkpoint,
-        # the PPO loop's state): an empty or half-written checkpoints/ trains from the start
-        resumed = resume and (folder.last_complete_checkpoint() is not None
-                              or (run_dir / "checkpoints" / PPO_STATE).exists())
+        # "resumed" only when saved state exists to continue from: an empty or half-written checkpoints/
+        # trains from the start
+        resumed = resume and folder.has_saved_state()
         t0 = time.perf_counter()
         with PeakMemory() as mem:
             train_metrics = _train(prof, method, dataset, run_dir, data_dir, resume)

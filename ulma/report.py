@@ -19,9 +19,9 @@ import pandas as pd
 from ulma import claims, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
 from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
-from ulma.grid import plan_profile
+from ulma.grid import NOT_LOADABLE_HERE, plan_profile
 from ulma.losses import METHODS
-from ulma.store import as_profile, record_value, resolve_path
+from ulma.store import as_profile, read_record, record_value, resolve_path
 
 # canonical metric -> where it lives in a run record (first found wins)
 METRICS: dict[str, tuple[str, ...]] = {
@@ -326,7 +326,7 @@ def grid_progress(profile: str, results_dir: str = "results") -> dict[str, Any]:
         if not row["done"]:
             continue
         done += 1
-        record = json.loads(Path(row["path"]).read_text())
+        record = read_record(row["path"]) or {}
         timings = record.get("timings") or {}
         if record.get("status") == "done" and not record.get("reused_from") and timings:
             seconds += float(timings.get("train_s") or 0.0) + float(timings.get("eval_s") or 0.0)
@@ -345,7 +345,7 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
     # a claim whose runs were recorded as not runnable here (no offline copy of their data) stays unmeasured
     # on this machine; the others wait for runs the grid has not trained yet
     unmeasured = [str(r["verdict"]) for r in rows if str(r["verdict"]).startswith("not measured")]
-    no_data = sum("cannot be loaded here" in v for v in unmeasured)
+    no_data = sum(NOT_LOADABLE_HERE in v for v in unmeasured)
     why = (f" ({no_data} for want of an offline copy of their data, {len(unmeasured) - no_data} waiting for runs)"
            if unmeasured else "")
     lines = [f"[`claims.csv`](results/{name}/tables/claims.md): {len(rows)} claims of the paper, each with a "

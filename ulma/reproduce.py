@@ -10,8 +10,9 @@ notebook gets the profile's ``notebook_timeout`` per cell, and an executed copy 
 ``results/<profile>/notebooks/``. Per notebook the log (``results/<profile>/reproduce_log.json``) holds the
 wall time and the peak resident memory of the kernel's process tree (sampled every 0.5 s: the kernel is a
 subprocess, so this process' own rusage would not show it). A notebook whose executed copy completed with
-the same parameters and the same source is skipped, and finished runs skip inside the notebooks (their
-JSONs), so an interrupted reproduction resumes where it stopped.
+the same parameters, the same source and the same records it shows (`_inputs_digest`) is skipped, and
+finished runs skip inside the notebooks (their JSONs), so an interrupted reproduction resumes where it
+stopped.
 """
 from __future__ import annotations
 
@@ -65,8 +66,9 @@ def _inputs_digest(source: Path, root: Path) -> str:
     return f"{_digest(source)}+{records.hexdigest()[:16]}"
 
 
-def _completed(executed: Path, parameters: dict[str, Any], source_digest: str) -> bool:
-    """The executed copy completed from this source with exactly these parameters."""
+def _completed(executed: Path, parameters: dict[str, Any], inputs_digest: str) -> bool:
+    """The executed copy completed from these inputs (`_inputs_digest`; metadata key ``source_digest``, the
+    name it had when it digested the source alone) with exactly these parameters."""
     nb = read_record(executed)
     if not nb:
         return False
@@ -74,7 +76,7 @@ def _completed(executed: Path, parameters: dict[str, Any], source_digest: str) -
     pm = meta.get("papermill", {})
     return (
         meta.get("ulma", {}).get("parameters") == parameters
-        and meta.get("ulma", {}).get("source_digest") == source_digest
+        and meta.get("ulma", {}).get("source_digest") == inputs_digest
         and bool(pm.get("end_time"))
         and not pm.get("exception")
     )

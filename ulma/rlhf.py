@@ -55,7 +55,6 @@ from ulma.rl_losses import (bradley_terry_loss, gae, kl_penalized_rewards, maske
 from ulma.runs import InvalidRunError, RunFolder, objective_trace, peak_memory_mb, resolve_data_dir
 
 logger = logging.getLogger(__name__)
-PPO_STATE = "ppo_state.pt"  # under the run's checkpoints/: the PPO loop's state, what `resume` continues from
 
 CACHE_VERSION = 1  # bump when a cached reward model's meaning changes
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]  # (prompt texts, reply texts) -> one score each
@@ -390,7 +389,7 @@ def train_rlhf(profile: Profile | str, dataset: str, output_dir: str | os.PathLi
 
     set_seed(cfg.seed)  # the policy's fresh LoRA and the rollouts do not depend on whether the RM was cached
     policy = apply_lora_from(policy.to(device), cfg)
-    ppo = train_ppo(policy, tokenizer, prompts, score_fn, rlhf, cfg, checkpoint=output_dir / "checkpoints" / PPO_STATE,
+    ppo = train_ppo(policy, tokenizer, prompts, score_fn, rlhf, cfg, checkpoint=folder.ppo_state,
                     resume=resume)
 
     policy.save_pretrained(output_dir / "adapter")

@@ -85,6 +85,7 @@ class RunFolder:
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.json"
         self.checkpoints = self.path / "checkpoints"
+        self.ppo_state = self.checkpoints / "ppo_state.pt"  # the PPO loop's state (ulma.rlhf), what --resume reads
 
     # ------------------------------------------------------------------------------ identity
     def read_config(self) -> dict | None:
@@ -148,6 +149,11 @@ class RunFolder:
                 return path
             logger.warning("skipping the incomplete checkpoint %s (its save was interrupted)", path)
         return None
+
+    def has_saved_state(self) -> bool:
+        """Whether a resume would continue from saved training state (a complete Trainer checkpoint, or
+        the PPO loop's state) rather than start over."""
+        return self.last_complete_checkpoint() is not None or self.ppo_state.exists()
 
     def has_weights(self) -> bool:
         return any((self.path / name).is_dir() for name in ("adapter", "model"))
