@@ -520,3 +520,72 @@ def test_evaluate_run_on_a_trained_run(tmp_path, monkeypatch):
     result = evaluate_run(run, judge=LengthJudge(), progress=False)  # data dir from the profile: fixtures
     assert result["preference_ranking"] == "log_likelihood" and 0.0 <= result["preference_accuracy"] <= 1.0
     assert "train" in json.loads((run / "metrics.json").read_text())
+
+
+# ------------------------------------------------------------------------ merged adapters for inference
+def _trained_lora(model, std=0.5, seed=1):
+    """`model` (the lively tiny model: replies depend on the weights) with LoRA adapters whose B is not
+    zero, as a trained run's is: merging has a visible update to fold in."""
+    peft_model = apply_lora(copy.deepcopy(model), r=4, alpha=8, dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=std)
+    return peft_model.eval()
+
+
+def test_merged_adapters_compute_the_same_function(lively):
+    """W + (α/r)·BA in one matmul gives the unmerged model's logits to float32 rounding, the same greedy
+    replies, and a plain model (no adapters left); the adapters changed the model, so this is not vacuous."""
+    from ulma.models import merged_for_inference
+
+    model, tokenizer = lively
+    peft_model = _trained_lora(model)
+    ids = torch.tensor([tokenizer("Human: hello there\n\nAssistant:")["input_ids"]])
+    with torch.no_grad():
+        before = peft_model(input_ids=ids).logits
+        plain = model(input_ids=ids).logits
+    replies = generate(peft_model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=2, progress=False)
+    merged = merged_for_inference(peft_model)
+    assert not hasattr(merged, "disable_adapter") and not any("lora" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        after = merged(input_ids=ids).logits
+    assert (before - plain).abs().max() > 1e-2  # the update is real
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)  # float32 rounding; large logits
+    assert generate(merged, tokenizer, PROMPTS, max_new_tokens=12, batch_size=2, progress=False) == replies
+
+
+def test_merged_for_inference_leaves_other_models_alone(lively):
+    """No adapters, or half-precision weights (a bf16 merge would round most of a small update away):
+    the very model comes back."""
+    from ulma.models import merged_for_inference
+
+    model, _ = lively
+    assert merged_for_inference(model) is model
+    half = _trained_lora(model).to(torch.bfloat16)
+    assert merged_for_inference(half) is half and hasattr(half, "disable_adapter")
+
+
+@pytest.mark.parametrize("cache", ["miss", "hit"])
+def test_evaluate_run_gives_the_same_results_with_the_adapters_merged(tmp_path, monkeypatch, lively, cache):
+    """evaluate_run merges the adapters once nothing needs the reference (before the preference pass on
+    a reference-cache hit, after it on a miss): every per-item number equals the unmerged evaluation's."""
+    import ulma.evaluation as evaluation
+
+    monkeypatch.setenv("ULMA_CACHE_DIR", str(tmp_path / "cache"))
+    run = _hand_made_run(tmp_path / "run", "hh", "ulma")
+    model, _ = lively
+    _trained_lora(model).save_pretrained(run / "adapter")
+    monkeypatch.setattr("ulma.runs.load_model_and_tokenizer", lambda name, dtype=None: (copy.deepcopy(model), None))
+    if cache == "hit":  # a first evaluation writes the base model's side of the pairs
+        evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    merged = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    monkeypatch.setattr(evaluation, "merged_for_inference", lambda m: m)
+    unmerged = evaluate_run(run, judge="none", data_dir="fixtures", progress=False)
+    assert merged["preference_reference_cache"] == cache
+    for key in ("own", "headline"):
+        assert merged["per_item"]["pairs"][key] == unmerged["per_item"]["pairs"][key]
+    assert merged["per_item"]["perplexity"]["tokens"] == unmerged["per_item"]["perplexity"]["tokens"]
+    assert merged["perplexity"] == pytest.approx(unmerged["perplexity"], rel=1e-5)
+    assert [g["generation"] for g in merged["generations"]] == [g["generation"] for g in unmerged["generations"]]
