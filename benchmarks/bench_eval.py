@@ -14,13 +14,22 @@ Every cut is timed against the way it was done without it, on the same rows, int
 * ``reference_cache``: the base model's reference log-probs computed (a miss: the first method) against
   read from the evaluation cache (a hit: every later method);
 * ``generation``: one prompt at a time against left-padded batches; without and with the KV cache;
-  without and with stopping at EOS (per row; the batch ends when every row has ended).
+  without and with stopping at EOS (per row; the batch ends when every row has ended);
+* ``merged_adapters``: a trained run's LoRA policy (B ≠ 0: seeded random here) as evaluation loaded it
+  before, adapters unmerged, against `ulma.models.merged_for_inference` (W + (α/r)·BA, one matmul per
+  layer): generation and the scoring pass, alternated twice (unmerged, merged, merged, unmerged) so that a
+  drift in the machine's load weighs on both; checks the replies and log-probs agree.
+
+``--cases`` runs some of them (padding_train and padding_eval share one case, ``padding``; the reference
+cache is measured with ``one_pass``); a model's earlier results in ``--json`` are kept for the cases not run.
 
 Examples::
 
     python benchmarks/bench_eval.py --json results/benchmarks/eval_cpu.json                 # tiny
     python benchmarks/bench_eval.py --model smollm2 --json results/benchmarks/eval_cpu.json  # adds smollm2
     python benchmarks/bench_eval.py --model smollm2 --pairs 16 --eval-batch-size 4 --prompts 4 --max-new-tokens 16
+    python benchmarks/bench_eval.py --model smollm2 --cases merged_adapters --prompts 32 --max-new-tokens 64 \
+        --threads 2 --json results/benchmarks/eval_cpu.json
 
 On a 2-core machine shared with other work, SmolLM2's scoring pass of 16 pairs at mini's lengths takes
 about a minute on one thread: the smollm2 column needs a free machine (or the small settings above).
@@ -28,6 +37,7 @@ about a minute on one thread: the smollm2 column needs a free machine (or the sm
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -52,9 +62,10 @@ from ulma.config import load_profile  # noqa: E402
 from ulma.scoring import (batch_sequence_lengths, generate, length_sorted_batches, preference_accuracy,  # noqa: E402
                              sequence_nll)
 from ulma.logprobs import model_logps  # noqa: E402
-from ulma.models import apply_lora_from, load_model_and_tokenizer  # noqa: E402
+from ulma.models import apply_lora_from, load_model_and_tokenizer, merged_for_inference  # noqa: E402
 
 PROFILE_OF = {"tiny": "tiny", "smollm2": "mini"}  # the profile whose lengths and batch sizes a model runs with
+CASES = ("padding", "one_pass", "generation", "merged_adapters")
 
 
 def parse_args(argv=None):
@@ -69,7 +80,8 @@ def parse_args(argv=None):
     p.add_argument("--generation-batch-size", type=int, default=None, help="default: the profile's")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the profile's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
-    p.add_argument("--json", type=Path, default=None, help="write (or update, per model) the results here")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)} (default all)")
+    p.add_argument("--json", type=Path, default=None, help="write (or update, per model and case) the results here")
     return p.parse_args(argv)
 
 
@@ -105,7 +117,7 @@ def ratio(before: float, after: float) -> float | None:
     return round(before / after, 3) if after else None
 
 
-def bench_model(name: str, args) -> dict:
+def bench_model(name: str, args, cases: set[str]) -> dict:
     profile = load_profile(PROFILE_OF[name])
     tc, ev = profile.train, profile.eval
     n_pairs = args.pairs or (64 if name == "tiny" else 16)
@@ -117,7 +129,34 @@ def bench_model(name: str, args) -> dict:
     load_s = time.perf_counter() - t0
     out: dict = {"model": tc.model, "profile": profile.name, "load_s": round(load_s, 2)}
 
-    # (a) padding of training batches: lengths only
+    if "padding" in cases:
+        out.update(bench_padding_train(tokenizer, tc, lengths, args))
+
+    # the test pairs
+    pairs = data.load("hh", "pairwise", ev.test_split, args.data_dir, on_bad_row="skip")
+    pairs = pairs.select(range(min(n_pairs, len(pairs))))
+    tokenized = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths)
+    rows = tokenized.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_list()
+    ebs, pad = args.eval_batch_size or ev.eval_batch_size, tokenizer.pad_token_id
+    sorted_e = length_sorted_batches(rows, ebs)
+    score(policy, rows, sorted_e[:1], pad)  # warm-up
+    sft_test = data.load("hh", "sft", ev.test_split, args.data_dir, on_bad_row="skip")
+    prompts = sft_test["prompt"][:n_prompts]
+    gbs, budget = args.generation_batch_size or ev.generation_batch_size, args.max_new_tokens or ev.max_new_tokens
+    generate(policy, tokenizer, prompts[:1], max_new_tokens=2, progress=False)  # warm-up
+    if "padding" in cases:
+        out["padding_eval"] = bench_padding_eval(policy, rows, ebs, pad)
+    if "one_pass" in cases:
+        out.update(bench_one_pass(policy, tokenizer, pairs, tokenized, ebs, lengths))
+    if "generation" in cases:
+        out["generation"] = bench_generation(policy, tokenizer, prompts, tc, gbs, budget)
+    if "merged_adapters" in cases:
+        out["merged_adapters"] = bench_merged(policy, tokenizer, prompts, rows, sorted_e, tc, gbs, budget, pad)
+    return out
+
+
+def bench_padding_train(tokenizer, tc, lengths, args) -> dict:
+    """(a) padding of training batches: lengths only."""
     train = data.load("hh", "pointwise", tc.train_split, args.data_dir, on_bad_row="skip")
     train = train.select(range(min(args.train_rows, len(train))))
     train_rows = tokenize_dataset(train, tokenizer, "pointwise", **lengths).select_columns(
@@ -127,27 +166,21 @@ def bench_model(name: str, args) -> dict:
     as_lengths = lambda batches: [[lens[i] for i in b] for b in batches]  # noqa: E731
     rand, grouped = random_batches(len(lens), bs, seed=0), length_grouped_batches(lens, bs, seed=0)
     slots = lambda batches: sum(max(b) * len(b) for b in as_lengths(batches))  # noqa: E731
-    out["padding_train"] = {
+    return {"padding_train": {
         "rows": len(lens), "batch_size": bs,
         "padded_fraction_random": round(padded_fraction(as_lengths(rand)), 4),
         "padded_fraction_grouped": round(padded_fraction(as_lengths(grouped)), 4),
         "token_slots_random": slots(rand), "token_slots_grouped": slots(grouped),
         "slots_ratio_random_over_grouped": ratio(slots(rand), slots(grouped)),
-    }
+    }}
 
-    # the test pairs
-    pairs = data.load("hh", "pairwise", ev.test_split, args.data_dir, on_bad_row="skip")
-    pairs = pairs.select(range(min(n_pairs, len(pairs))))
-    tokenized = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths)
-    rows = tokenized.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_list()
-    ebs, pad = args.eval_batch_size or ev.eval_batch_size, tokenizer.pad_token_id
 
-    # (a) padding of the evaluation pass: random order against sorted by length
+def bench_padding_eval(policy, rows, ebs, pad) -> dict:
+    """(a) padding of the evaluation pass: random order against sorted by length."""
     rand_e, sorted_e = random_batches(len(rows), ebs, seed=0), length_sorted_batches(rows, ebs)
-    score(policy, rows, sorted_e[:1], pad)  # warm-up
     _, t_rand = timed(lambda: score(policy, rows, rand_e, pad))
     _, t_sorted = timed(lambda: score(policy, rows, sorted_e, pad))
-    out["padding_eval"] = {
+    return {
         "pairs": len(rows), "batch_size": ebs,
         "padded_fraction_random": round(padded_fraction(batch_sequence_lengths(rows, rand_e)), 4),
         "padded_fraction_sorted": round(padded_fraction(batch_sequence_lengths(rows, sorted_e)), 4),
@@ -155,7 +188,10 @@ def bench_model(name: str, args) -> dict:
         "speedup": ratio(t_rand, t_sorted),
     }
 
-    # (b) one policy pass for perplexity and preference accuracy; the reference cache
+
+def bench_one_pass(policy, tokenizer, pairs, tokenized, ebs, lengths) -> dict:
+    """(b) one policy pass for perplexity and preference accuracy; the reference cache."""
+    pad = tokenizer.pad_token_id
     cache = Path(tempfile.mkdtemp(prefix="bench_eval_")) / "eval-pairs.safetensors"
     miss, t_miss = timed(lambda: preference_accuracy(policy, tokenized, method="dpo", reference="adapters",
                                                      batch_size=ebs, pad_token_id=pad, reference_cache=cache))
@@ -166,21 +202,21 @@ def bench_model(name: str, args) -> dict:
                            "sft", **lengths)
     (nll, _), t_sft = timed(lambda: sequence_nll(policy, tokenizer, sft, batch_size=ebs))
     same = float(np.max(np.abs(np.asarray(hit["chosen_nll"]) - nll)))
-    out["one_pass"] = {
-        "preference_pass_s": round(t_hit, 3), "separate_perplexity_pass_s": round(t_sft, 3),
-        "before_s": round(t_hit + t_sft, 3), "after_s": round(t_hit, 3), "speedup": ratio(t_hit + t_sft, t_hit),
-        "chosen_nll_max_abs_difference": same, "same_nll": same < 1e-3,
+    return {
+        "one_pass": {
+            "preference_pass_s": round(t_hit, 3), "separate_perplexity_pass_s": round(t_sft, 3),
+            "before_s": round(t_hit + t_sft, 3), "after_s": round(t_hit, 3), "speedup": ratio(t_hit + t_sft, t_hit),
+            "chosen_nll_max_abs_difference": same, "same_nll": same < 1e-3,
+        },
+        "reference_cache": {"miss_s": round(t_miss, 3), "hit_s": round(t_hit, 3), "speedup": ratio(t_miss, t_hit)},
     }
-    out["reference_cache"] = {"miss_s": round(t_miss, 3), "hit_s": round(t_hit, 3), "speedup": ratio(t_miss, t_hit)}
 
-    # (b) generation
-    sft_test = data.load("hh", "sft", ev.test_split, args.data_dir, on_bad_row="skip")
-    prompts = sft_test["prompt"][:n_prompts]
+
+def bench_generation(policy, tokenizer, prompts, tc, gbs, budget) -> dict:
+    """(b) generation: batching, the KV cache and stopping at EOS, each against its absence."""
     ids = tokenize_prompts([list(p) for p in prompts], tokenizer, tc.max_prompt_length)
-    gbs, budget = args.generation_batch_size or ev.generation_batch_size, args.max_new_tokens or ev.max_new_tokens
     eos = [tokenizer.eos_token_id] + [i for i in np.atleast_1d(policy.generation_config.eos_token_id or []).tolist()
                                       if i != tokenizer.eos_token_id]
-    generate(policy, tokenizer, prompts[:1], max_new_tokens=2, progress=False)  # warm-up
     replies, t_after = timed(lambda: generate(policy, tokenizer, prompts, max_new_tokens=budget, batch_size=gbs,
                                               max_prompt_length=tc.max_prompt_length, progress=False, details=True))
     t_one, _ = raw_generate(policy, tokenizer, ids, batch_size=1, max_new_tokens=budget, use_cache=True, eos=eos)
@@ -189,7 +225,7 @@ def bench_model(name: str, args) -> dict:
                                         eos=[])
     t_eos, steps_eos = raw_generate(policy, tokenizer, ids, batch_size=gbs, max_new_tokens=budget, use_cache=True,
                                     eos=eos)
-    out["generation"] = {
+    return {
         "prompts": len(ids), "batch_size": gbs, "max_new_tokens": budget,
         "mean_reply_tokens": round(sum(g.num_tokens for g in replies) / len(replies), 2),
         "truncated_fraction": round(sum(g.truncated for g in replies) / len(replies), 3),
@@ -202,7 +238,44 @@ def bench_model(name: str, args) -> dict:
         "no_eos_stop_s": round(t_noeos, 3), "eos_stop_s": round(t_eos, 3), "eos_stop_speedup": ratio(t_noeos, t_eos),
         "decode_steps_no_eos_stop": steps_noeos, "decode_steps_eos_stop": steps_eos,
     }
-    return out
+
+
+def bench_merged(policy, tokenizer, prompts, rows, batches, tc, gbs, budget, pad) -> dict:
+    """(c) a trained LoRA policy unmerged (as evaluation ran it before) against merged_for_inference."""
+    trained = copy.deepcopy(policy)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:  # a fresh adapter's B is 0: merged or not, the base model's function
+                torch.nn.init.normal_(p, std=0.02)
+    merged = merged_for_inference(copy.deepcopy(trained))
+    assert merged is not trained and not hasattr(merged, "disable_adapter")
+    gen = lambda m: generate(m, tokenizer, prompts, max_new_tokens=budget, batch_size=gbs,  # noqa: E731
+                             max_prompt_length=tc.max_prompt_length, progress=False, details=True)
+    times = {"unmerged": {"generate": [], "score": []}, "merged": {"generate": [], "score": []}}
+    replies = {}
+    for which in ("unmerged", "merged", "merged", "unmerged"):
+        model = trained if which == "unmerged" else merged
+        replies[which], t = timed(lambda: gen(model))
+        times[which]["generate"].append(t)
+        _, t = timed(lambda: score(model, rows, batches, pad))
+        times[which]["score"].append(t)
+    collated = PairwiseCollator(pad)([rows[i] for i in batches[0]])
+    with torch.no_grad():
+        a, b = (model_logps(m, collated["input_ids"], collated["attention_mask"], collated["labels"]).logps
+                for m in (trained, merged))
+    gen_before, gen_after = (sum(times[w]["generate"]) / 2 for w in ("unmerged", "merged"))
+    score_before, score_after = (sum(times[w]["score"]) / 2 for w in ("unmerged", "merged"))
+    return {
+        "prompts": len(prompts), "batch_size": gbs, "max_new_tokens": budget, "pairs": len(rows),
+        "generate_unmerged_s": round(gen_before, 3), "generate_merged_s": round(gen_after, 3),
+        "generate_speedup": ratio(gen_before, gen_after),
+        "score_unmerged_s": round(score_before, 3), "score_merged_s": round(score_after, 3),
+        "score_speedup": ratio(score_before, score_after),
+        "each_run_s": {w: {k: [round(t, 3) for t in v] for k, v in d.items()} for w, d in times.items()},
+        "same_replies": sum(x.text == y.text for x, y in zip(replies["unmerged"], replies["merged"])),
+        "sequence_logp_max_abs_difference": float((a - b).abs().max()),
+    }
 
 
 def main(argv=None) -> None:
@@ -211,12 +284,15 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     existing = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     models = dict(existing.get("models", {}))
+    cases = {c for c in args.cases.split(",") if c}
+    if cases - set(CASES):
+        raise SystemExit(f"bench_eval.py: --cases {args.cases}: each must be one of {', '.join(CASES)}")
     for name in [m for m in args.model.split(",") if m]:
         if name not in PROFILE_OF:
             raise SystemExit(f"bench_eval.py: --model {name}: must be one of {', '.join(PROFILE_OF)}")
         start = time.perf_counter()
         print(f"[eval] {name} (load {os.getloadavg()})", flush=True)
-        models[name] = bench_model(name, args)
+        models[name] = {**models.get(name, {}), **bench_model(name, args, cases)}
         models[name]["bench_s"] = round(time.perf_counter() - start, 1)
         models[name]["command"] = " ".join(["python", "benchmarks/bench_eval.py"] + (argv or sys.argv[1:]))
         models[name]["when"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
