@@ -20,6 +20,10 @@ Every cut is timed against the way it was done without it, on the same rows, int
   layer): generation and the scoring pass, alternated twice (unmerged, merged, merged, unmerged) so that a
   drift in the machine's load weighs on both; checks the replies and log-probs agree.
 
+* ``reward_model_eval``: the RLHF reward model's held-out pass (`ulma.reward_model.evaluate_reward_model`)
+  in row order, as it ran before, against batches sorted by length: padded fraction and time; checks the
+  accuracy is the same.
+
 ``--cases`` runs some of them (padding_train and padding_eval share one case, ``padding``; the reference
 cache is measured with ``one_pass``); a model's earlier results in ``--json`` are kept for the cases not run.
 
@@ -65,7 +69,7 @@ from ulma.logprobs import model_logps  # noqa: E402
 from ulma.models import apply_lora_from, load_model_and_tokenizer, merged_for_inference  # noqa: E402
 
 PROFILE_OF = {"tiny": "tiny", "smollm2": "mini"}  # the profile whose lengths and batch sizes a model runs with
-CASES = ("padding", "one_pass", "generation", "merged_adapters")
+CASES = ("padding", "one_pass", "generation", "merged_adapters", "reward_model_eval")
 
 
 def parse_args(argv=None):
@@ -152,6 +156,8 @@ def bench_model(name: str, args, cases: set[str]) -> dict:
         out["generation"] = bench_generation(policy, tokenizer, prompts, tc, gbs, budget)
     if "merged_adapters" in cases:
         out["merged_adapters"] = bench_merged(policy, tokenizer, prompts, rows, sorted_e, tc, gbs, budget, pad)
+    if "reward_model_eval" in cases:
+        out["reward_model_eval"] = bench_reward_model_eval(policy, rows, ebs, pad)
     return out
 
 
@@ -275,6 +281,30 @@ def bench_merged(policy, tokenizer, prompts, rows, batches, tc, gbs, budget, pad
         "each_run_s": {w: {k: [round(t, 3) for t in v] for k, v in d.items()} for w, d in times.items()},
         "same_replies": sum(x.text == y.text for x, y in zip(replies["unmerged"], replies["merged"])),
         "sequence_logp_max_abs_difference": float((a - b).abs().max()),
+    }
+
+
+def bench_reward_model_eval(policy, rows, ebs, pad) -> dict:
+    """(d) the reward model's held-out pass: row order (before) against length-sorted batches (after)."""
+    from ulma.reward_model import RewardModel, _length_sorted_batches, _score_batch, evaluate_reward_model
+
+    reward_model = RewardModel(copy.deepcopy(policy)).eval()
+    row_order = [list(range(k, min(k + ebs, len(rows)))) for k in range(0, len(rows), ebs)]
+
+    def before():  # the pass as it ran before: batches in row order
+        with torch.no_grad():
+            return [_score_batch(reward_model, [rows[i] for i in b], "pairwise", pad) for b in row_order]
+
+    _, t_before = timed(before)
+    after, t_after = timed(lambda: evaluate_reward_model(reward_model, rows, "pairwise", pad, ebs))
+    scores = before()
+    accuracy = float(sum(int((w > l).sum()) for w, l in scores)) / len(rows)
+    return {
+        "pairs": len(rows), "batch_size": ebs,
+        "padded_fraction_row_order": round(padded_fraction(batch_sequence_lengths(rows, row_order)), 4),
+        "padded_fraction_sorted": round(padded_fraction(batch_sequence_lengths(rows, _length_sorted_batches(rows, ebs))), 4),
+        "row_order_s": round(t_before, 3), "sorted_s": round(t_after, 3), "speedup": ratio(t_before, t_after),
+        "same_accuracy": abs(accuracy - after["accuracy"]) < 1e-6,
     }
 
 

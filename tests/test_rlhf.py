@@ -143,6 +143,28 @@ def test_reward_model_learns_a_separable_preference():
     assert metrics["log_history"][-1]["loss"] < metrics["log_history"][0]["loss"]
 
 
+def test_reward_model_evaluation_batches_rows_of_similar_length_without_changing_its_numbers():
+    """The held-out pass sorts rows by length (each batch pads to its own longest row): every row once, in
+    non-decreasing length, and the same loss and accuracy as scoring one row at a time."""
+    from ulma.batching import row_length
+    from ulma.reward_model import _length_sorted_batches
+
+    model, tokenizer = load_model_and_tokenizer("tiny")
+    torch.manual_seed(0)
+    reward_model = rlhf.RewardModel(apply_lora(model, r=8, alpha=32, dropout=0.0))
+    pairs = _keyword_pairs(12).map(lambda r, i: {"chosen": r["chosen"] + " and more" * (i % 5)}, with_indices=True)
+    rows = [dict(r) for r in tokenize_dataset(pairs, tokenizer, "pairwise", max_prompt_length=64,
+                                              max_completion_length=48).select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])]
+    batches = _length_sorted_batches(rows, 5)
+    assert sorted(i for b in batches for i in b) == list(range(12)) and [len(b) for b in batches] == [5, 5, 2]
+    lengths = [row_length(rows[i]) for b in batches for i in b]
+    assert lengths == sorted(lengths) and len(set(lengths)) > 2
+    batched = rlhf.evaluate_reward_model(reward_model, rows, "pairwise", tokenizer.pad_token_id, batch_size=5)
+    single = rlhf.evaluate_reward_model(reward_model, rows, "pairwise", tokenizer.pad_token_id, batch_size=1)
+    assert batched["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    assert batched["accuracy"] == pytest.approx(single["accuracy"], abs=1e-6)
+
+
 # ------------------------------------------------------------------------------------- PPO
 def _count_lowercase(prompts: list[str], replies: list[str]) -> list[float]:
     return [float(sum(c in "abcdefghijklmnopqrstuvwxyz" for c in r)) for r in replies]
