@@ -565,6 +565,9 @@ def test_merged_for_inference_leaves_other_models_alone(lively):
     assert merged_for_inference(model) is model
     half = _trained_lora(model).to(torch.bfloat16)
     assert merged_for_inference(half) is half and hasattr(half, "disable_adapter")
+    mixed = _trained_lora(copy.deepcopy(model).to(torch.bfloat16))  # peft keeps the adapters in float32
+    assert {p.dtype for p in mixed.parameters()} == {torch.bfloat16, torch.float32}
+    assert merged_for_inference(mixed) is mixed
 
 
 @pytest.mark.parametrize("cache", ["miss", "hit"])
