@@ -194,9 +194,9 @@ def merged_for_inference(model):
     reference pass through ``disable_adapter`` has to come first).
 
     Unmerged, each adapted layer adds two thin matmuls, a dropout module and Python dispatch, which on a
-    CPU cost far more than their arithmetic: merged, SmolLM2's LoRA policy generated 1.46× faster and scored pairs 1.13× faster on 2 shared cores
-    (`benchmarks/bench_eval.py`, case ``merged_adapters``), with the same replies token for token and
-    sequence log-probs within 1e-4. A model without LoRA adapters, or with weights in a dtype outside
+    CPU cost far more than their arithmetic: merged, SmolLM2's LoRA policy generated 1.46× faster and
+    scored pairs 1.13× faster on 2 shared cores (`benchmarks/bench_eval.py`, case ``merged_adapters``),
+    with the same replies token for token and sequence log-probs within 1e-4. A model without LoRA adapters, or with weights in a dtype outside
     `MERGE_DTYPES`, is returned unchanged."""
     configs = getattr(model, "peft_config", None)
     if not hasattr(model, "merge_and_unload") or not isinstance(configs, dict) or not configs:
