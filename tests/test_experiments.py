@@ -262,6 +262,25 @@ def test_gradient_weights_follow_methods_md(tmp_path):
     assert report.weights_at("tiny", 0.0, tmp_path).splitlines()[2] == "pointwise_dpo".ljust(22) + " positive  +0.0500"
 
 
+def test_the_plan_counts_a_run_another_experiment_recorded_as_nothing_to_train(fake, tiny, tmp_path, capsys):
+    """04's KTO run is 07's too (same config): 07's plan marks it reused (its estimate 0), `to_train` leaves
+    it out, and the per-experiment line says it is copied, not run; the README's count agrees."""
+    _run(tiny, "04_ulma", "hh", "kto", tmp=tmp_path)
+    results = tmp_path / "results"
+    planned = grid.plan(tiny, "07_efficiency", ["hh"], ["kto", "ulma"], [0], results_dir=results)
+    kto, ulma = planned
+    assert kto["reused"] == str(results / "tiny" / "04_ulma" / "hh__kto__seed0.json")
+    assert (kto["done"], kto["estimate_s"]) == (False, 0.0) and ulma["reused"] is None
+    assert grid.to_train(planned) == [ulma]
+    grid.print_plan("07_efficiency", planned)
+    assert "plan: 2 run(s), 0 already recorded, 1 to copy from another experiment's record, 1 to run" in capsys.readouterr().out
+    assert grid.recorded_configs(results / "tiny") == {kto["config_hash"]: kto["reused"]}
+    assert grid.recorded_configs(results / "tiny", force=True) == {}  # forced: nothing is reused
+    progress = report.grid_progress(tiny, results)
+    todo = {p["config_hash"] for p in grid.to_train(grid.plan_profile(tiny, results))}
+    assert kto["config_hash"] not in todo and progress["to_train"] == len(todo) > 0
+
+
 def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tiny, tmp_path, capsys):
     results = tmp_path / "results"
     # nothing measured yet: the plan says so, then each run's actual time is printed

@@ -194,11 +194,14 @@ def run_seeds(prof: Profile, exp, dataset: str, label: str) -> list[int]:
 def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: list[str],
          seeds: list[int] | None = None, *, force: bool | str = False, results_dir: str | os.PathLike = "results",
          data_dir: str | None = None) -> list[dict[str, Any]]:
-    """The runs of a grid, each {dataset, method, seed, base_method, done, estimate_s}: `done` when a fresh
-    record exists (nothing to train); `estimate_s` from `measured_costs` (the method's median, else every
-    method's, else None) for the others. `seeds` None: `run_seeds` of each (dataset, variant)."""
+    """The runs of a grid, each {dataset, method, seed, base_method, done, reused, skip, estimate_s}: `done`
+    when a fresh record exists (nothing to train); `reused` the record of the same config that another
+    experiment holds (nothing to train either: `run_one` copies it), else None; `estimate_s` from
+    `measured_costs` (the method's median, else every method's, else None) for the runs to train, 0 for the
+    reused and skipped ones. `seeds` None: `run_seeds` of each (dataset, variant)."""
     prof, exp = as_profile(profile), get_experiment(experiment)
     costs = measured_costs(resolve_path(results_dir), prof.name)
+    recorded = recorded_configs(resolve_path(results_dir) / prof.name, force)
     rows = []
     for dataset in datasets:
         for label in methods:
@@ -206,19 +209,32 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
                 variant, rprof, resolved_data, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir,
                                                                        data_dir)
                 done = fresh(read_record(path), key, force)
+                reused = None if done else recorded.get(key)
                 # a run that will only record why it cannot run (no such view, no copy of the data) costs nothing
-                skip = None if done else (not_applicable(dataset, variant.method) or dataset_unavailable(
+                skip = None if done or reused else (not_applicable(dataset, variant.method) or dataset_unavailable(
                     dataset, get_method(variant.method).data_kind, rprof.train.train_split, resolved_data,
                     rprof.train.data_options))
                 budget = run_budget(prof, exp, rprof, variant.method)
                 steps = budget["steps"] or _epoch_steps(rprof, variant.method)
-                estimate = None if done else 0.0 if skip else estimate_seconds(
+                estimate = None if done else 0.0 if skip or reused else estimate_seconds(
                     costs, variant.method, steps, budget["sequences_per_step"], rprof.eval)
                 gaps = estimate_gaps(costs, variant.method, rprof.eval) if estimate else []
                 rows.append({"dataset": dataset, "method": label, "seed": seed, "base_method": variant.method,
-                             "done": done, "skip": skip, "estimate_s": estimate, "estimate_gaps": gaps,
-                             "config_hash": key, "path": str(path)})
+                             "done": done, "reused": reused, "skip": skip, "estimate_s": estimate,
+                             "estimate_gaps": gaps, "config_hash": key, "path": str(path)})
     return rows
+
+
+def recorded_configs(profile_root: Path, force: bool | str = False) -> dict[str, str]:
+    """{config hash: path} of the finished records under ``results/<profile>/`` (the first in path order):
+    `find_reusable`'s answer for every config at once, read in one pass over the records."""
+    found: dict[str, str] = {}
+    for path in sorted(Path(profile_root).glob("*/*.json")):
+        record = read_record(path)
+        key = record.get("config_hash") if isinstance(record, dict) else None
+        if key and key not in found and record.get("status") == "done" and fresh(record, key, force):
+            found[key] = str(path)
+    return found
 
 
 def plan_profile(profile: str | Profile, results_dir: str | os.PathLike = "results") -> list[dict[str, Any]]:
@@ -428,7 +444,7 @@ def run_grid(
         records = []
         for p in planned:
             path = Path(p["path"])
-            if not p["done"] and find_reusable(path.parent.parent, p["config_hash"], force, exclude=path):
+            if p["reused"]:
                 # the identical run of another experiment (04's HH runs for 03, 05, 07): its record is
                 # copied, as training would, and nothing is trained
                 run_one(prof, exp.name, p["dataset"], p["method"], p["seed"], force=force, results_dir=results_dir,
@@ -457,13 +473,21 @@ def run_grid(
     return records
 
 
+def to_train(planned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The planned runs that will train: no record of their own, none of the same config elsewhere
+    (`plan`'s ``reused``), and runnable here."""
+    return [p for p in planned if not p["done"] and not p.get("reused") and not p.get("skip")]
+
+
 def print_plan(name: str, planned: list[dict[str, Any]]) -> None:
-    todo = [p for p in planned if not p["done"] and not p.get("skip")]
+    todo = to_train(planned)
     known = [p["estimate_s"] for p in todo if p["estimate_s"] is not None]
     unknown = len(todo) - len(known)
     total = f"≈ {sum(known) / 60:.1f} min" + (f" + {unknown} run(s) of unknown cost" if unknown else "")
     skipped = sum(1 for p in planned if not p["done"] and p.get("skip"))
-    print(f"[{name}] plan: {len(planned)} run(s), {len(planned) - len(todo) - skipped} already recorded, "
+    reused = sum(1 for p in planned if p.get("reused"))
+    print(f"[{name}] plan: {len(planned)} run(s), {len(planned) - len(todo) - skipped - reused} already recorded, "
+          + (f"{reused} to copy from another experiment's record, " if reused else "")
           + (f"{skipped} to record as not runnable here, " if skipped else "")
           + f"{len(todo)} to run ({total if todo else 'nothing to train'})", flush=True)
     for p in todo:

@@ -19,7 +19,7 @@ import pandas as pd
 from ulma import claims, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
 from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
-from ulma.grid import NOT_LOADABLE_HERE, plan_profile
+from ulma.grid import NOT_LOADABLE_HERE, plan_profile, to_train
 from ulma.losses import METHODS
 from ulma.store import as_profile, read_record, record_value, resolve_path
 
@@ -317,11 +317,16 @@ VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
 def grid_progress(profile: str, results_dir: str = "results") -> dict[str, Any]:
     """How much of the profile's grid has a record of its current config (`ulma.grid.plan_profile`): planned runs,
     done runs (those skipped for their dataset count as done: nothing to train), their recorded compute
-    (train + eval seconds; reused runs counted once, where they ran) and the devices they ran on."""
+    (train + eval seconds; reused runs counted once, where they ran) and the devices they ran on; and what is
+    left: ``to_train`` runs (a run several experiments share counted once, as `reproduce --plan` counts it),
+    ``estimate_s`` their estimated time from the measured costs (`ulma.grid.plan`), ``unknown`` how many of
+    them have no estimate."""
     prof = as_profile(profile)
     planned = done = 0
     seconds, devices = 0.0, set()
-    for row in plan_profile(prof, results_dir):
+    rows = plan_profile(prof, results_dir)
+    todo = {row["config_hash"]: row["estimate_s"] for row in to_train(rows)}
+    for row in rows:
         planned += 1
         if not row["done"]:
             continue
@@ -331,7 +336,9 @@ def grid_progress(profile: str, results_dir: str = "results") -> dict[str, Any]:
         if record.get("status") == "done" and not record.get("reused_from") and timings:
             seconds += float(timings.get("train_s") or 0.0) + float(timings.get("eval_s") or 0.0)
             devices.add(record_value(record, "versions.device") or "?")
-    return {"planned": planned, "done": done, "compute_s": seconds, "devices": sorted(devices)}
+    known = [t for t in todo.values() if t is not None]
+    return {"planned": planned, "done": done, "compute_s": seconds, "devices": sorted(devices),
+            "to_train": len(todo), "estimate_s": sum(known), "unknown": len(todo) - len(known)}
 
 
 def results_summary(profile: str, results_dir: str = "results") -> str:
@@ -357,9 +364,15 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
         lines += [f"| {r['text']} | {r['verdict']} | {claims.METRICS[r['metric']].short} {r['difference']:+.3g} "
                   f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |" for r in measured]
     hardware = "; ".join(progress["devices"]) or "none yet"
+    left = "nothing is left to train"
+    if progress["to_train"]:
+        unknown = f", {progress['unknown']} of them of unknown cost" if progress["unknown"] else ""
+        left = (f"{progress['to_train']} runs are left to train, ≈ {progress['estimate_s'] / 3600:.1f} h on the same "
+                f"hardware{unknown} (estimated from the measured costs of these records; "
+                "`python -m ulma reproduce --plan` lists them)")
     lines += ["", f"Grid: {progress['done']} of {progress['planned']} planned runs have a record of the current "
-              f"protocol ({progress['compute_s'] / 3600:.1f} h of compute on {hardware}); "
-              "`make reproduce` trains the rest and rewrites this section."]
+              f"protocol ({progress['compute_s'] / 3600:.1f} h of compute on {hardware}); {left}. "
+              "`make reproduce` trains them and rewrites this section."]
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ulma import claims, report
 from ulma.catalog import EXPERIMENTS
 from ulma.files import portable_path
-from ulma.grid import plan, print_plan
+from ulma.grid import plan, print_plan, to_train
 from ulma.store import PeakMemory, as_profile, now, package_versions, project_root, read_record, resolve_path, write_record
 
 KERNEL = "python3"
@@ -181,9 +181,9 @@ def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, 
             print_plan(name, planned)
             rows += [{**p, "experiment": name} for p in planned]
     # a run another experiment shares (same resolved config) trains once and is reused: count it once
-    todo = {p["config_hash"]: p for p in rows if not p["done"] and not p.get("skip")}
+    todo = {p["config_hash"]: p for p in to_train(rows)}
     known = [p["estimate_s"] for p in todo.values() if p["estimate_s"] is not None]
-    shared = sum(1 for p in rows if not p["done"] and not p.get("skip")) - len(todo)
+    shared = len(to_train(rows)) - len(todo)
     guessed = sum(1 for p in todo.values() if p.get("estimate_gaps"))
     if len(stems) > 1 or shared:
         print(f"total: {len(todo)} run(s) to train ({shared} shared between experiments, counted once), "
