@@ -24,7 +24,7 @@ from transformers import AutoConfig, TrainerCallback, TrainingArguments, set_see
 from ulma import data, rlhf
 from ulma.batching import PairwiseCollator, PointwiseCollator, tokenize_dataset
 from ulma.config import Profile, TrainConfig, load_profile, train_config_for
-from ulma.files import dataset_content_hash
+from ulma.files import dataset_content_hash, portable_path
 from ulma.kl_partners import KLPairsCollator, add_kl_partners
 from ulma.loss_trainer import METHOD_FIELDS, ULMAConfig, ULMATrainer
 from ulma.losses import Method, get_method
@@ -263,7 +263,7 @@ def _train_offline(profile: Profile, method: str, dataset: str, output_dir, *, d
         **counts,
         "reference_mode": trainer.reference_mode,
         "reference_cache": trainer.reference_cache,
-        "resumed_from": str(checkpoint) if checkpoint else None,
+        "resumed_from": portable_path(checkpoint),  # as records keep paths: ~/... , never this machine's home
         "train_rows": len(trainer.train_dataset),
         "group_by_length": cfg.group_by_length,
         "padded_fraction": padded,
