@@ -15,10 +15,11 @@ Every cut is timed against the way it was done without it, on the same rows, int
   read from the evaluation cache (a hit: every later method);
 * ``generation``: one prompt at a time against left-padded batches; without and with the KV cache;
   without and with stopping at EOS (per row; the batch ends when every row has ended);
-* ``merged_adapters``: a trained run's LoRA policy (B ≠ 0: seeded random here) as evaluation loaded it
-  before, adapters unmerged, against `ulma.models.merged_for_inference` (W + (α/r)·BA, one matmul per
-  layer): generation and the scoring pass, alternated twice (unmerged, merged, merged, unmerged) so that a
-  drift in the machine's load weighs on both; checks the replies and log-probs agree.
+* ``merged_adapters`` (a cut tried and not adopted): a LoRA policy as evaluation runs it, adapters
+  unmerged, against the same adapters merged into the weights (peft's ``merge_and_unload``: W + (α/r)·BA,
+  one matmul per layer): generation and the scoring pass, alternated twice (unmerged, merged, merged,
+  unmerged) so that a drift in the machine's load weighs on both; checks the replies and log-probs agree.
+  The adapter is a run's (``--adapter``) or the fresh policy's with a seeded random B.
 
 * ``reward_model_eval``: the RLHF reward model's held-out pass (`ulma.reward_model.evaluate_reward_model`)
   in row order, as it ran before, against batches sorted by length: padded fraction and time; checks the
@@ -66,7 +67,7 @@ from ulma.config import load_profile  # noqa: E402
 from ulma.scoring import (batch_sequence_lengths, generate, length_sorted_batches, preference_accuracy,  # noqa: E402
                              sequence_nll)
 from ulma.logprobs import model_logps  # noqa: E402
-from ulma.models import apply_lora_from, load_model_and_tokenizer, merged_for_inference  # noqa: E402
+from ulma.models import apply_lora_from, load_model_and_tokenizer  # noqa: E402
 
 PROFILE_OF = {"tiny": "tiny", "smollm2": "mini"}  # the profile whose lengths and batch sizes a model runs with
 CASES = ("padding", "one_pass", "generation", "merged_adapters", "reward_model_eval")
@@ -84,6 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--generation-batch-size", type=int, default=None, help="default: the profile's")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the profile's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    p.add_argument("--adapter", type=Path, default=None,
+                   help="merged_adapters: a trained run's adapter/ folder (default: seeded random B)")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)} (default all)")
     p.add_argument("--json", type=Path, default=None, help="write (or update, per model and case) the results here")
     return p.parse_args(argv)
@@ -155,7 +158,9 @@ def bench_model(name: str, args, cases: set[str]) -> dict:
     if "generation" in cases:
         out["generation"] = bench_generation(policy, tokenizer, prompts, tc, gbs, budget)
     if "merged_adapters" in cases:
-        out["merged_adapters"] = bench_merged(policy, tokenizer, prompts, rows, sorted_e, tc, gbs, budget, pad)
+        out["merged_adapters"] = bench_merged(policy, tokenizer, prompts, rows, sorted_e, tc, gbs, budget, pad,
+                                              args.adapter)
+        out["merged_adapters"]["adapter"] = "a trained run's" if args.adapter else "seeded random B (std 0.02)"
     if "reward_model_eval" in cases:
         out["reward_model_eval"] = bench_reward_model_eval(policy, rows, ebs, pad)
     return out
@@ -246,15 +251,22 @@ def bench_generation(policy, tokenizer, prompts, tc, gbs, budget) -> dict:
     }
 
 
-def bench_merged(policy, tokenizer, prompts, rows, batches, tc, gbs, budget, pad) -> dict:
-    """(c) a trained LoRA policy unmerged (as evaluation ran it before) against merged_for_inference."""
-    trained = copy.deepcopy(policy)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        for name, p in trained.named_parameters():
-            if "lora_B" in name:  # a fresh adapter's B is 0: merged or not, the base model's function
-                torch.nn.init.normal_(p, std=0.02)
-    merged = merged_for_inference(copy.deepcopy(trained))
+def bench_merged(policy, tokenizer, prompts, rows, batches, tc, gbs, budget, pad, adapter=None) -> dict:
+    """(c) a trained LoRA policy unmerged (as evaluation runs it) against its adapters merged: a run's
+    `adapter` folder, or the fresh policy with a seeded random B."""
+    if adapter is not None:
+        from peft import PeftModel
+
+        base, _ = load_model_and_tokenizer(tc.model, dtype=tc.dtype)  # the policy's base carries its own LoRA
+        trained = PeftModel.from_pretrained(base, Path(adapter).expanduser()).eval()
+    else:
+        trained = copy.deepcopy(policy)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            for name, p in trained.named_parameters():
+                if "lora_B" in name:  # a fresh adapter's B is 0: merged or not, the base model's function
+                    torch.nn.init.normal_(p, std=0.02)
+    merged = copy.deepcopy(trained).merge_and_unload()
     assert merged is not trained and not hasattr(merged, "disable_adapter")
     gen = lambda m: generate(m, tokenizer, prompts, max_new_tokens=budget, batch_size=gbs,  # noqa: E731
                              max_prompt_length=tc.max_prompt_length, progress=False, details=True)

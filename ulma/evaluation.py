@@ -24,7 +24,7 @@ from ulma.config import profile_from_dict
 from ulma.files import atomic_write, portable_path
 from ulma.judges import VERDICTS, Judge, get_judge
 from ulma.losses import get_method
-from ulma.models import load_model_and_tokenizer, merged_for_inference
+from ulma.models import load_model_and_tokenizer
 from ulma.runs import RunFolder, load_trained, resolve_data_dir
 from ulma.scoring import (HEADLINE_RULE, as_rows, batch_sequence_lengths, generate, item_ids, length_sorted_batches,
                           model_device, preference_accuracy, ranking_for, reference_cache_path, sequence_nll)
@@ -92,10 +92,8 @@ def _reference_for(model, run_config: dict):
 
 
 def _preference_section(model, tokenizer, run_config: dict, ev, root, options: dict, lengths: dict):
-    """(the ``preference_*`` keys of the eval section, the test pairs, `preference_accuracy`'s full answer,
-    the model); the keys are None with a ``preference_note`` when the dataset has no pairs (then the pairs
-    and the answer are None). The model comes back merged (`merged_for_inference`) when the pass needed no
-    reference (read from the cache), else as it came."""
+    """(the ``preference_*`` keys of the eval section, the test pairs and `preference_accuracy`'s full
+    answer); the keys are None with a ``preference_note`` when the dataset has no pairs (then the rest is None)."""
     dataset, train_cfg = run_config["dataset"], run_config["train"]
     out: dict[str, Any] = {"preference_accuracy": None, "preference_margin": None, "preference_pairs": 0,
                            "preference_note": None, "preference_accuracy_headline": None,
@@ -103,11 +101,11 @@ def _preference_section(model, tokenizer, run_config: dict, ev, root, options: d
     if "pairwise" not in _data.SOURCES[dataset].views:  # red_team: one reply per prompt, nothing to rank
         out["preference_note"] = (f"not applicable: {dataset} has no pairwise view (each prompt has a single "
                                   "reply, so there are no chosen/rejected pairs to rank)")
-        return out, None, None, model
+        return out, None, None
     pairs, _ = _load(dataset, "pairwise", ev.test_split, root, options, ev.max_eval_samples)
     if len(pairs) == 0:
         out["preference_note"] = f"no test pairs in {dataset} {ev.test_split}"
-        return out, None, None, model
+        return out, None, None
     tokenized = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths)
     _, reduction = ranking_for(run_config["method"])
     reduction = train_cfg.get("logp_reduction") or reduction
@@ -116,12 +114,9 @@ def _preference_section(model, tokenizer, run_config: dict, ev, root, options: d
     # method needs it now (the headline ranks all of them against the base model)
     cache = reference_cache_path(tokenized, model_name=train_cfg["model"], dtype=next(model.parameters()).dtype,
                                  batch_size=ev.eval_batch_size)
-    hit = cache.exists()
-    if hit:  # only the policy's half is computed: with the adapters merged (a reference needs them unmerged)
-        model = merged_for_inference(model)
     pref = preference_accuracy(
         model, tokenized, method=run_config["method"], beta=train_cfg.get("beta", 0.1),
-        reference=None if hit else _reference_for(model, run_config),
+        reference=None if cache.exists() else _reference_for(model, run_config),
         logp_reduction=reduction, batch_size=ev.eval_batch_size,
         pad_token_id=tokenizer.pad_token_id, reference_cache=cache)
     out.update(preference_accuracy=pref["accuracy"], preference_margin=pref["margin_mean"],
@@ -130,7 +125,7 @@ def _preference_section(model, tokenizer, run_config: dict, ev, root, options: d
                preference_accuracy_headline=pref["headline_accuracy"],
                preference_headline_margin=pref["headline_margin_mean"], preference_headline_ties=pref["headline_ties"],
                preference_headline_note=pref["headline_note"])
-    return out, pairs, pref, model
+    return out, pairs, pref
 
 
 def _aligned(sft_rows, pairs) -> bool:
@@ -202,10 +197,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
 
     # preference accuracy on test pairs: one policy pass, both rankings
     t0 = time.perf_counter()
-    section, pairs, pref, model = _preference_section(model, tokenizer, run_config, ev, root, options, lengths)
-    # nothing after this point needs the reference: the rest runs with the adapters merged (the same
-    # function; greedy decoding 1.46× faster on 2 CPU cores: `ulma.models.merged_for_inference`)
-    model = merged_for_inference(model)
+    section, pairs, pref = _preference_section(model, tokenizer, run_config, ev, root, options, lengths)
     result.update(section)
     if pref is not None:
         batch_lengths += pref["batch_lengths"]

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftType, get_peft_model
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -180,29 +180,3 @@ def apply_lora_from(model, cfg):
     """`apply_lora` with a TrainConfig's LoRA settings (lora_r, lora_alpha, lora_dropout, lora_target_modules)."""
     return apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules)
-
-
-# weights a LoRA update is merged into without losing it: in bfloat16 (8 bits of mantissa) W + (α/r)·BA
-# rounds away most of an update that is ~1e-3 of W, so such a model keeps its adapters unmerged
-MERGE_DTYPES = (torch.float32, torch.float64)
-
-
-def merged_for_inference(model):
-    """The model with its LoRA adapters merged into the weights, W ← W + (α/r)·BA, and unloaded: the same
-    function with one matmul per adapted layer instead of three, for inference only (it modifies `model`
-    in place and returns the plain transformers model; its adapters can no longer be disabled, so a
-    reference pass through ``disable_adapter`` has to come first).
-
-    Unmerged, each adapted layer adds two thin matmuls, a dropout module and Python dispatch, which on a
-    CPU cost far more than their arithmetic: merged, SmolLM2's LoRA policy generated 1.46× faster and
-    scored pairs 1.13× faster on 2 shared cores (`benchmarks/bench_eval.py`, case ``merged_adapters``),
-    with the same replies token for token and sequence log-probs within 1e-4. A model without LoRA adapters, or with weights in a dtype outside
-    `MERGE_DTYPES`, is returned unchanged."""
-    configs = getattr(model, "peft_config", None)
-    if not hasattr(model, "merge_and_unload") or not isinstance(configs, dict) or not configs:
-        return model
-    if any(getattr(c, "peft_type", None) != PeftType.LORA for c in configs.values()):
-        return model
-    if any(p.dtype not in MERGE_DTYPES for p in model.parameters()):  # half precision, or quantized (int) weights
-        return model
-    return model.merge_and_unload()
