@@ -281,6 +281,24 @@ def test_the_plan_counts_a_run_another_experiment_recorded_as_nothing_to_train(f
     assert kto["config_hash"] not in todo and progress["to_train"] == len(todo) > 0
 
 
+def test_a_notebook_is_out_of_date_when_a_run_it_would_copy_lands(fake, tiny, tmp_path):
+    """07 shows 04's KTO run once it copies it: until then the record lives in 04's folder only, so 07's
+    skip check digests it too (`reproduce --no-train` executes 07 again when 04's run lands)."""
+    from ulma.reproduce import _inputs_digest, _reused_records
+
+    results = tmp_path / "results"
+    source = tmp_path / "07_efficiency.py"
+    source.write_text("x = 1\n")
+    root = results / "tiny"
+    root.mkdir(parents=True)
+    assert _reused_records(tiny, "07_efficiency", results) == []
+    before = _inputs_digest(source, root, [])
+    _run(tiny, "04_ulma", "hh", "kto", tmp=tmp_path)
+    reused = _reused_records(tiny, "07_efficiency", results)
+    assert reused == [root / "04_ulma" / "hh__kto__seed0.json"]
+    assert _inputs_digest(source, root, reused) != before
+
+
 def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tiny, tmp_path, capsys):
     results = tmp_path / "results"
     # nothing measured yet: the plan says so, then each run's actual time is printed

@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ulma import claims, report
 from ulma.catalog import EXPERIMENTS
@@ -54,16 +54,35 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _inputs_digest(source: Path, root: Path) -> str:
+def _inputs_digest(source: Path, root: Path, reused: Sequence[Path] = ()) -> str:
     """The notebook's source and the records it shows: its experiments' folders (``NN_*/``, 06 covers the
-    calibration too), every folder for a notebook without one (08 figures, 09 claims). A record that lands
-    or changes makes the executed copy out of date, so `--no-train` executes it again."""
+    calibration too), every folder for a notebook without one (08 figures, 09 claims), and the `reused`
+    records of other experiments its runs would copy (`_reused_records`: 04's HH runs are 07's too). A record
+    that lands or changes makes the executed copy out of date, so `--no-train` executes it again."""
     folders = [p for p in sorted(root.glob(f"{source.stem[:2]}_*")) if p.is_dir()] or [
         p for p in sorted(root.glob("*")) if p.is_dir() and p.name not in ("notebooks", "tables")]
     records = hashlib.sha256()
-    for path in sorted(p for folder in folders for p in folder.glob("*.json")):
+    for path in [*sorted(p for folder in folders for p in folder.glob("*.json")), *sorted(map(Path, reused))]:
         records.update(f"{path.parent.name}/{path.name}\n".encode() + path.read_bytes())
     return f"{_digest(source)}+{records.hexdigest()[:16]}"
+
+
+def _experiments_of(stem: str) -> list[str]:
+    """The experiments a notebook runs: those that are part of it (06: the calibration), then its own."""
+    return [n for n, e in EXPERIMENTS.items() if e.part_of == stem] + [stem]
+
+
+def _reused_records(prof, stem: str, results_dir) -> list[Path]:
+    """The records of other experiments that the notebook's runs would copy, having none of their own yet
+    (`ulma.grid.plan`'s ``reused``)."""
+    paths = set()
+    for name in _experiments_of(stem):
+        exp = EXPERIMENTS.get(name)
+        if exp is None or not (exp.variants or exp.sweeps):
+            continue
+        rows = plan(prof, name, exp.datasets_for(prof), list(exp.variants_for(prof)), results_dir=results_dir)
+        paths.update(Path(r["reused"]) for r in rows if r.get("reused"))
+    return sorted(paths)
 
 
 def _completed(executed: Path, parameters: dict[str, Any], inputs_digest: str) -> bool:
@@ -130,7 +149,7 @@ def reproduce(
         parameters = declared_parameters(papermill, source, offered)
         run_parameters = declared_parameters(papermill, source, {**parameters, "force": force_since})
         executed = out_dir / source.name
-        digest = _inputs_digest(source, root)
+        digest = _inputs_digest(source, root, _reused_records(prof, source.stem, results_dir))
         if not force and _completed(executed, parameters, digest):
             print(f"{source.stem:20s} skipped: completed before with the same parameters", flush=True)
             entries.append({"notebook": source.stem, **log["notebooks"].get(source.stem, {}),
@@ -138,7 +157,8 @@ def reproduce(
             continue  # its log entry keeps the measurements of the run that completed it
         # marked with the digest after execution: a notebook that trains (or copies a reused run) adds records
         entry = _execute(papermill, nbformat, source, executed, parameters, run_parameters, timeout,
-                         lambda source=source: _inputs_digest(source, root))
+                         lambda source=source: _inputs_digest(source, root,
+                                                              _reused_records(prof, source.stem, results_dir)))
         print(f"{source.stem:20s} {entry['status']:9s} {entry['wall_s']:8.1f} s   peak RSS of the kernel "
               f"{entry['kernel_peak_rss_mb']:8.0f} MB" + (f"   {entry['error']}" if entry.get("error") else ""),
               flush=True)
@@ -172,7 +192,7 @@ def print_planned(prof, stems: list[str], results_dir, force) -> list[dict[str, 
     runs its own experiment and, for 06, the calibration first; runs shared between experiments show in each."""
     rows = []
     for stem in stems:
-        for name in [n for n, e in EXPERIMENTS.items() if e.part_of == stem] + [stem]:
+        for name in _experiments_of(stem):
             exp = EXPERIMENTS.get(name)
             if exp is None or not (exp.variants or exp.sweeps):
                 continue
