@@ -136,6 +136,27 @@ def test_committed_mini_records_are_all_of_the_current_protocol():
     assert grid.stale_records("mini") == []
 
 
+def test_committed_mini_notebooks_show_the_committed_records():
+    """Every executed notebook under results/mini/notebooks/ was executed on the records committed beside
+    it (its inputs digest: source, its experiments' records and those its runs would copy) and completed, as
+    reproduce_log.json says: a record that lands without `reproduce --no-train` fails here."""
+    from ulma.reproduce import _inputs_digest, _reused_records, select_notebooks
+    from ulma.store import read_record
+
+    root = Path(__file__).resolve().parents[1] / "results" / "mini"
+    log = read_record(root / "reproduce_log.json")
+    prof = load_profile("mini")
+    out_of_date = []
+    for source in select_notebooks(None):
+        nb = read_record(root / "notebooks" / source.name)
+        meta = nb["metadata"]
+        digest = _inputs_digest(source, root, _reused_records(prof, source.stem, root.parent))
+        if meta["ulma"]["source_digest"] != digest or meta["papermill"].get("exception"):
+            out_of_date.append(source.stem)
+        assert log["notebooks"][source.stem]["status"] == "completed"
+    assert not out_of_date, f"executed on other records: {out_of_date}: python -m ulma reproduce --profile mini --no-train"
+
+
 def test_readme_results_section_is_the_summary_computed_from_results():
     """The README's results section is `ulma.report.results_summary` of the committed results (reproduce
     rewrites it): its counts and numbers come from claims.csv and the records, never typed."""
