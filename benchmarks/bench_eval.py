@@ -8,7 +8,7 @@ Every cut is timed against the way it was done without it, on the same rows, int
   `ulma.batching.length_grouped_batches` (same batch size): the padded fraction of token slots and the
   slots a step pays for (no model: lengths only);
 * ``padding_eval``: the pairwise scoring pass in batches of random order against batches sorted by length
-  (`ulma.scoring.length_sorted_batches`): padded fraction and time;
+  (`ulma.batching.length_sorted_batches`): padded fraction and time;
 * ``one_pass``: perplexity from its own SFT pass + preference accuracy (before) against the pairwise pass
   alone, which gives the chosen replies' NLL (after); checks that both give the same NLL;
 * ``reference_cache``: the base model's reference log-probs computed (a miss: the first method) against
@@ -61,11 +61,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ulma import data  # noqa: E402
-from ulma.batching import (PairwiseCollator, left_pad_prompts, length_grouped_batches, padded_fraction,  # noqa: E402
-                           random_batches, row_length, tokenize_dataset, tokenize_prompts)
+from ulma.batching import (PairwiseCollator, left_pad_prompts, length_grouped_batches,  # noqa: E402
+                           length_sorted_batches, padded_fraction, random_batches, row_length, tokenize_dataset,
+                           tokenize_prompts)
 from ulma.config import load_profile  # noqa: E402
-from ulma.scoring import (batch_sequence_lengths, generate, length_sorted_batches, preference_accuracy,  # noqa: E402
-                             sequence_nll)
+from ulma.scoring import batch_sequence_lengths, generate, preference_accuracy, sequence_nll  # noqa: E402
 from ulma.logprobs import model_logps  # noqa: E402
 from ulma.models import apply_lora_from, load_model_and_tokenizer  # noqa: E402
 
@@ -298,23 +298,22 @@ def bench_merged(policy, tokenizer, prompts, rows, batches, tc, gbs, budget, pad
 
 def bench_reward_model_eval(policy, rows, ebs, pad) -> dict:
     """(d) the reward model's held-out pass: row order (before) against length-sorted batches (after)."""
-    from ulma.reward_model import RewardModel, _length_sorted_batches, _score_batch, evaluate_reward_model
+    from ulma.reward_model import RewardModel, _batches, _score_batch, evaluate_reward_model
 
     reward_model = RewardModel(copy.deepcopy(policy)).eval()
-    row_order = [list(range(k, min(k + ebs, len(rows)))) for k in range(0, len(rows), ebs)]
+    row_order = list(_batches(len(rows), ebs))  # no generator: row order, as the pass ran before
 
-    def before():  # the pass as it ran before: batches in row order
+    def before():
         with torch.no_grad():
             return [_score_batch(reward_model, [rows[i] for i in b], "pairwise", pad) for b in row_order]
 
-    _, t_before = timed(before)
+    scores, t_before = timed(before)
     after, t_after = timed(lambda: evaluate_reward_model(reward_model, rows, "pairwise", pad, ebs))
-    scores = before()
     accuracy = float(sum(int((w > l).sum()) for w, l in scores)) / len(rows)
     return {
         "pairs": len(rows), "batch_size": ebs,
         "padded_fraction_row_order": round(padded_fraction(batch_sequence_lengths(rows, row_order)), 4),
-        "padded_fraction_sorted": round(padded_fraction(batch_sequence_lengths(rows, _length_sorted_batches(rows, ebs))), 4),
+        "padded_fraction_sorted": round(padded_fraction(batch_sequence_lengths(rows, length_sorted_batches(rows, ebs))), 4),
         "row_order_s": round(t_before, 3), "sorted_s": round(t_after, 3), "speedup": ratio(t_before, t_after),
         "same_accuracy": abs(accuracy - after["accuracy"]) < 1e-6,
     }

@@ -146,8 +146,7 @@ def test_reward_model_learns_a_separable_preference():
 def test_reward_model_evaluation_batches_rows_of_similar_length_without_changing_its_numbers():
     """The held-out pass sorts rows by length (each batch pads to its own longest row): every row once, in
     non-decreasing length, and the same loss and accuracy as scoring one row at a time."""
-    from ulma.batching import row_length
-    from ulma.reward_model import _length_sorted_batches
+    from ulma.batching import length_sorted_batches, row_length
 
     model, tokenizer = load_model_and_tokenizer("tiny")
     torch.manual_seed(0)
@@ -155,7 +154,7 @@ def test_reward_model_evaluation_batches_rows_of_similar_length_without_changing
     pairs = _keyword_pairs(12).map(lambda r, i: {"chosen": r["chosen"] + " and more" * (i % 5)}, with_indices=True)
     rows = [dict(r) for r in tokenize_dataset(pairs, tokenizer, "pairwise", max_prompt_length=64,
                                               max_completion_length=48).select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])]
-    batches = _length_sorted_batches(rows, 5)
+    batches = length_sorted_batches(rows, 5)
     assert sorted(i for b in batches for i in b) == list(range(12)) and [len(b) for b in batches] == [5, 5, 2]
     lengths = [row_length(rows[i]) for b in batches for i in b]
     assert lengths == sorted(lengths) and len(set(lengths)) > 2

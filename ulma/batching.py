@@ -218,6 +218,14 @@ def row_length(row: dict[str, Any]) -> int:
     return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
 
 
+def length_sorted_batches(rows: Sequence[dict[str, Any]], batch_size: int) -> list[list[int]]:
+    """Row indices sorted by `row_length` and cut into batches: the least padding any batching of these rows
+    can have, for passes whose order does not change their numbers (evaluation: results go back to row
+    order; the reward model's held-out pass: sums over rows)."""
+    order = sorted(range(len(rows)), key=lambda i: row_length(rows[i]))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int = 0,
                            group_batches: int = 50) -> list[list[int]]:
     """Row indices cut into batches of similar length, in a seeded random order; every row exactly once.

@@ -19,15 +19,15 @@ import numpy as np
 import torch
 
 from ulma import data as _data
-from ulma.batching import padded_fraction, tokenize_dataset
+from ulma.batching import length_sorted_batches, padded_fraction, tokenize_dataset
 from ulma.config import profile_from_dict
 from ulma.files import atomic_write, portable_path
 from ulma.judges import VERDICTS, Judge, get_judge
 from ulma.losses import get_method
 from ulma.models import load_model_and_tokenizer
 from ulma.runs import RunFolder, load_trained, resolve_data_dir
-from ulma.scoring import (HEADLINE_RULE, as_rows, batch_sequence_lengths, generate, item_ids, length_sorted_batches,
-                          model_device, preference_accuracy, ranking_for, reference_cache_path, sequence_nll)
+from ulma.scoring import (HEADLINE_RULE, as_rows, batch_sequence_lengths, generate, item_ids, model_device,
+                          preference_accuracy, ranking_for, reference_cache_path, sequence_nll)
 from ulma.stats import VERDICT_VALUE, length_controlled_win_rate
 
 logger = logging.getLogger(__name__)

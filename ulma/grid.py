@@ -31,8 +31,8 @@ from ulma.files import portable_path
 from ulma.losses import METHODS, get_method
 from ulma.runs import RunFolder, resolve_data_dir
 from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
-                        package_versions, read_record, record_value, resolve_path, resolved_config, result_path,
-                        run_folder, short_error, write_record)
+                        package_versions, read_record, record_value, recorded_configs, resolve_path, resolved_config,
+                        result_path, run_folder, short_error, write_record)
 from ulma.trainer import train
 
 NOT_APPLICABLE_REASON = {  # why a dataset lacks a view (ulma.data.SOURCES says which views it has)
@@ -223,18 +223,6 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
                              "done": done, "reused": reused, "skip": skip, "estimate_s": estimate,
                              "estimate_gaps": gaps, "config_hash": key, "path": str(path)})
     return rows
-
-
-def recorded_configs(profile_root: Path, force: bool | str = False) -> dict[str, str]:
-    """{config hash: path} of the finished records under ``results/<profile>/`` (the first in path order):
-    `find_reusable`'s answer for every config at once, read in one pass over the records."""
-    found: dict[str, str] = {}
-    for path in sorted(Path(profile_root).glob("*/*.json")):
-        record = read_record(path)
-        key = record.get("config_hash") if isinstance(record, dict) else None
-        if key and key not in found and record.get("status") == "done" and fresh(record, key, force):
-            found[key] = str(path)
-    return found
 
 
 def plan_profile(profile: str | Profile, results_dir: str | os.PathLike = "results") -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import torch
 from peft import PeftModel
 from transformers import get_scheduler
 
-from ulma.batching import PairwiseCollator, PointwiseCollator, row_length
+from ulma.batching import PairwiseCollator, PointwiseCollator, length_sorted_batches
 from ulma.config import RLHFConfig, TrainConfig
 from ulma.files import read_json, write_json
 from ulma.losses import LossOutput
@@ -77,14 +77,6 @@ def _batches(n: int, size: int, generator: torch.Generator | None = None):
         yield order[i : i + size]
 
 
-def _length_sorted_batches(rows, size: int) -> list[list[int]]:
-    """Row indices sorted by `ulma.batching.row_length` and cut into batches: the held-out pass's order does
-    not change its numbers (sums over rows), and each batch pads to its own longest row, not to the longest
-    of a random draw."""
-    order = sorted(range(len(rows)), key=lambda i: row_length(rows[i]))
-    return [order[i : i + size] for i in range(0, len(order), size)]
-
-
 def _optimizer(params, lr: float, cfg: TrainConfig, total_steps: int):
     optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
     warmup = math.ceil(cfg.warmup_ratio * total_steps) if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio)
@@ -113,7 +105,8 @@ def evaluate_reward_model(reward_model: RewardModel, rows, kind: str, pad_token_
     was_training = reward_model.training
     reward_model.eval()
     totals, n = {}, 0
-    for idx in _length_sorted_batches(rows, batch_size):
+    # batches of similar length: each pads to its own longest row (the metrics are sums over rows)
+    for idx in length_sorted_batches(rows, batch_size):
         out = _reward_loss(kind, *_score_batch(reward_model, [rows[i] for i in idx], kind, pad_token_id))
         for key, value in {"loss": out.loss, **out.metrics}.items():
             totals[key] = totals.get(key, 0.0) + float(value) * len(idx)

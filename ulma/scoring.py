@@ -37,7 +37,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from ulma.batching import PairwiseCollator, PointwiseCollator, left_pad_prompts, row_length, tokenize_prompts
+from ulma.batching import (PairwiseCollator, PointwiseCollator, left_pad_prompts, length_sorted_batches,
+                           tokenize_prompts)
 from ulma.files import dataset_content_hash
 from ulma.logprobs import model_logps
 from ulma.losses import get_method
@@ -116,13 +117,6 @@ def item_ids(prompts: Sequence[Any]) -> list[str]:
         seen[key] = k + 1
         out.append(key if k == 0 else f"{key}~{k}")
     return out
-
-
-def length_sorted_batches(rows: list[dict], batch_size: int) -> list[list[int]]:
-    """Row indices sorted by `ulma.batching.row_length` and cut into batches: the least padding any
-    batching of these rows can have (evaluation's order does not matter; results go back to row order)."""
-    order = sorted(range(len(rows)), key=lambda i: row_length(rows[i]))
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
 def batch_sequence_lengths(rows: list[dict], batches: Sequence[Sequence[int]]) -> list[list[int]]:

@@ -199,14 +199,31 @@ def fresh(record: Mapping | None, key: str, force: bool | str) -> bool:
     return not (isinstance(force, str) and record.get("finished_at", "") < force)
 
 
+def _copyable(record, key: str | None, force: bool | str) -> bool:
+    """A finished run of config `key` that another experiment may copy (`force` can make it stale)."""
+    return bool(key) and isinstance(record, dict) and record.get("status") == "done" and fresh(record, key, force)
+
+
 def find_reusable(results_root: Path, key: str, force, exclude: Path) -> tuple[Path, dict] | None:
     for path in sorted(results_root.glob("*/*.json")):
         if path == exclude:
             continue
         record = read_record(path)
-        if record and record.get("status") == "done" and fresh(record, key, force):
+        if _copyable(record, key, force):
             return path, record
     return None
+
+
+def recorded_configs(profile_root: Path, force: bool | str = False) -> dict[str, str]:
+    """{config hash: path} of the finished records under ``results/<profile>/`` (the first in path order):
+    `find_reusable`'s answer for every config at once, read in one pass over the records."""
+    found: dict[str, str] = {}
+    for path in sorted(Path(profile_root).glob("*/*.json")):
+        record = read_record(path)
+        key = record.get("config_hash") if isinstance(record, dict) else None
+        if key not in found and _copyable(record, key, force):
+            found[key] = str(path)
+    return found
 
 
 def short_error(exc: BaseException, limit: int = 240) -> str:
