@@ -128,6 +128,34 @@ def test_length_controlled_win_rate_agrees_with_scikit_learn():
     assert stats.length_controlled_win_rate(outcomes, gap) == pytest.approx(want, abs=1e-4)
 
 
+@pytest.mark.parametrize("case", ["mixed", "separated", "one_sided", "small"])
+def test_length_controlled_fit_reaches_the_minimum(case):
+    """Newton's method ends where the gradient vanishes (the ridge keeps a separated fit finite) and agrees
+    with scipy's L-BFGS-B run to a far tighter tolerance than its default."""
+    from scipy import optimize
+
+    rng = np.random.default_rng(7)
+    n = 6 if case == "small" else 300
+    gap = rng.normal(20.0, 80.0, size=n)
+    outcomes = rng.choice([0.0, 0.5, 1.0], size=n, p=[0.4, 0.1, 0.5])
+    if case == "separated":  # every longer reply wins: no finite maximum-likelihood slope without the ridge
+        outcomes = (gap > 0).astype(float)
+    if case == "one_sided":  # wins only far out on one side
+        outcomes = (gap < -100).astype(float)
+    if case == "small":
+        outcomes[:2] = [1.0, 0.0]
+    x = gap / np.sqrt(np.mean(gap ** 2))
+    mean = outcomes.mean()
+    start = np.array([math.log(mean / (1 - mean)), 0.0])
+    a, b = stats._fit_logistic(start, x, outcomes)
+    _, grad = stats._logistic_loss(np.array([a, b]), x, outcomes)
+    assert np.max(np.abs(grad)) < 1e-8
+    reference = optimize.minimize(stats._logistic_loss, start, args=(x, outcomes), jac=True, method="L-BFGS-B",
+                                  options={"gtol": 1e-13, "ftol": 1e-16, "maxiter": 10000}).x
+    want = 1 / (1 + math.exp(-reference[0]))
+    assert stats.length_controlled_win_rate(outcomes, gap) == pytest.approx(want, abs=1e-7)
+
+
 def test_lc_win_rate_ci_covers_the_planted_value():
     outcomes, gap = _planted(n=600, seed=1)
     out = stats.lc_win_rate(outcomes, gap, n_resamples=300)

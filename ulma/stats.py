@@ -13,7 +13,7 @@
 * `mean_difference`, `win_rate`: the common cases of the above; `independent_difference`: two
   independent samples of one value per run (costs), each resampled on its own.
 * `length_controlled_win_rate`: the judge's verdict regressed on the reply-length difference by a
-  logistic regression (maximum likelihood by `scipy.optimize`), read at a zero difference, as
+  logistic regression (maximum likelihood by Newton's method), read at a zero difference, as
   length-controlled AlpacaEval does (Dubois et al. 2024). Ties enter as half a win and half a loss
   (the fractional target 0.5 of the log-likelihood), never dropped.
 * `did_not_train`: whether a run's objective moved between its start and end, against named thresholds.
@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from scipy import optimize
 from scipy import stats as _scipy_stats
 
 VERDICT_VALUE = {"win": 1.0, "tie": 0.5, "lose": 0.0}
@@ -198,8 +197,8 @@ def length_controlled_win_rate(outcomes, length_difference) -> float:
     `outcomes`: 1 / 0.5 / 0 (win / tie / lose of the policy's reply against the reference reply);
     `length_difference`: policy reply length minus reference reply length (chars or tokens). The model is
     logit P(win) = a + b·Δ/s with s the root mean square of Δ (a scale only: Δ is not centred, so Δ = 0
-    stays "equally long"), fitted by maximum likelihood (`scipy.optimize.minimize`, L-BFGS-B with the
-    exact gradient; a tie is the fractional target ½, i.e. half a win and half a loss; `LC_SLOPE_RIDGE`);
+    stays "equally long"), fitted by maximum likelihood (`_fit_logistic`: Newton's method with the exact
+    2 × 2 Hessian; a tie is the fractional target ½, i.e. half a win and half a loss; `LC_SLOPE_RIDGE`);
     the answer is σ(a). Degenerate cases: every outcome equal -> that value (the fit would run to ±∞);
     every Δ equal to 0 -> the plain mean; every Δ equal and non-zero -> NaN (nothing says what a zero gap
     would give).
@@ -219,11 +218,44 @@ def length_controlled_win_rate(outcomes, length_difference) -> float:
         return math.nan
     mean = float(np.mean(y))
     start = np.array([math.log(mean / (1.0 - mean)), 0.0])  # the intercept-only fit
-    fit = optimize.minimize(_logistic_loss, start, args=(x / scale, y), jac=True, method="L-BFGS-B",
-                            options={"gtol": 1e-7, "maxiter": 500})
-    if not np.all(np.isfinite(fit.x)):
-        raise RuntimeError(f"the length-controlled fit diverged: {fit.message}")
-    return float(0.5 * (1.0 + math.tanh(0.5 * fit.x[0])))
+    a, _ = _fit_logistic(start, x / scale, y)
+    return float(0.5 * (1.0 + math.tanh(0.5 * a)))
+
+
+def _fit_logistic(params: np.ndarray, x: np.ndarray, y: np.ndarray, *, max_iter: int = 50) -> np.ndarray:
+    """The minimum of `_logistic_loss` by Newton's method with a backtracking (Armijo) line search.
+
+    Two parameters, so the exact Hessian is a 2 × 2 solve and Newton's quadratic convergence takes a
+    handful of steps; a claim's bootstrap fits 2,000 of these, and scipy's general-purpose L-BFGS-B (the
+    fit before) took several times as long (`benchmarks/bench_claims.py` measures both). The loss is strictly convex (the slope ridge; the intercept stays bounded since the
+    targets are not all equal and x is not constant), so the search converges from any start. It ends
+    with a full step once the Newton decrement is tiny (quadratic convergence: the parameters are then
+    exact to rounding), or where no step lowers the loss any more (the minimum, to float precision).
+    """
+    n = x.size
+    loss, grad = _logistic_loss(params, x, y)
+    for _ in range(max_iter):
+        with np.errstate(over="ignore"):  # cosh overflows to inf far out, where the weight is 0 anyway
+            w = 0.25 / np.cosh(0.5 * (params[0] + params[1] * x)) ** 2  # σ(z)(1 − σ(z))
+        wx = w * x
+        hessian = np.array([[w.sum(), wx.sum()], [wx.sum(), float(wx @ x) + LC_SLOPE_RIDGE]])
+        step = np.linalg.solve(hessian, grad)
+        decrement = float(grad @ step)  # g·H⁻¹g: twice the loss a full step would still gain
+        if decrement <= 1e-10 * n:  # well inside the quadratic region, where the loss no longer resolves a
+            return params - step    # line search: the full step, then the error is at rounding level
+        t = 1.0
+        while t >= 1e-10:
+            candidate = params - t * step
+            new_loss, new_grad = _logistic_loss(candidate, x, y)
+            if new_loss <= loss - 1e-4 * t * decrement:
+                break
+            t *= 0.5
+        else:  # no decrease left at float precision
+            return params
+        params, loss, grad = candidate, new_loss, new_grad
+    if decrement > 1e-12 * n:
+        raise RuntimeError(f"the length-controlled fit did not converge in {max_iter} Newton steps")
+    return params
 
 
 def _lc(table: np.ndarray) -> float:
