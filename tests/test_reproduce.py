@@ -200,19 +200,24 @@ def test_results_summary_rows_name_their_metric_and_say_why_claims_are_unmeasure
 
     tables = tmp_path / "results" / "mini" / "tables"
     tables.mkdir(parents=True)
-    fields = ["claim", "text", "metric", "difference", "ci_low", "ci_high", "verdict"]
-    rows = [["a", "ULMA beats DPO on HH", "lc_win_rate", 0.08, 0.02, 0.14, "reproduced"],
-            ["b", "ULMA trains faster than RLHF", "train_s", -120.0, -150.0, -90.0, "reproduced"],
-            ["c", "Golden", "judge_score", "", "", "", "not measured (ulma on golden_hh: skipped (golden_hh "
+    fields = ["claim", "text", "metric", "difference", "ci_low", "ci_high", "n_seeds", "verdict"]
+    rows = [["a", "ULMA beats DPO on HH", "lc_win_rate", 0.08, 0.02, 0.14, 3, "reproduced"],
+            ["b", "ULMA trains faster than RLHF", "train_s", -120.0, -150.0, -90.0, 2, "reproduced"],
+            ["c", "Golden", "judge_score", "", "", "", 0, "not measured (ulma on golden_hh: skipped (golden_hh "
              "(mini_train) cannot be loaded here: no local file x.jsonl))"],
-            ["d", "KTO", "lc_win_rate", "", "", "", "not measured (no run of kto on hh)"]]
+            ["d", "KTO", "lc_win_rate", "", "", "", 0, "not measured (no run of kto on hh)"]]
     with open(tables / "claims.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([fields, *rows])
     text = report.results_summary("mini", tmp_path / "results")
     assert ("**2 reproduced**, **0 contradicted**, **0 inconclusive**, **2 not measured** (1 for want of an "
             "offline copy of their data, 1 waiting for runs)") in text
-    assert "| ULMA beats DPO on HH | reproduced | LC win rate +0.08 [+0.02, +0.14] |" in text
-    assert "| ULMA trains faster than RLHF | reproduced | train s -120 [-150, -90] |" in text
+    assert "| ULMA beats DPO on HH | reproduced | 3 of 3 | LC win rate +0.08 [+0.02, +0.14] |" in text
+    assert "| ULMA trains faster than RLHF | reproduced | 2 of 3 | train s -120 [-150, -90] |" in text
+    # mini's protocol gives a claim's runs 3 seeds: a verdict on 2 is marked provisional
+    assert "fewer than the protocol's 3 seeds is provisional" in text
+    with open(tables / "claims.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([fields, rows[0]])
+    assert "provisional" not in report.results_summary("mini", tmp_path / "results")
     assert "Golden" not in text and "KTO" not in text  # unmeasured claims are counted, not listed
     assert "0 of " in text  # no run record in this results folder
 

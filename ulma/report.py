@@ -360,9 +360,18 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
              + ", ".join(f"**{counts[v]} {v}**" for v in VERDICTS) + why + "."]
     measured = [r for r in rows if not str(r["verdict"]).startswith("not measured")]
     if measured:
-        lines += ["", "| claim | verdict | difference [CI] |", "|---|---|---|"]
-        lines += [f"| {r['text']} | {r['verdict']} | {claims.METRICS[r['metric']].short} {r['difference']:+.3g} "
-                  f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |" for r in measured]
+        # the protocol's seeds for a claim's runs (docs/EXPERIMENTS.md, Statistics); a verdict on fewer is
+        # one the grid's remaining seeds may still change, and the table says so
+        prof = as_profile(profile).experiments
+        planned = len(set(prof.seeds) | set(prof.claim_seeds))
+        seeds = [int(r["n_seeds"]) if pd.notna(r.get("n_seeds")) else 0 for r in measured]
+        lines += ["", "| claim | verdict | seeds | difference [CI] |", "|---|---|---|---|"]
+        lines += [f"| {r['text']} | {r['verdict']} | {n} of {planned} | {claims.METRICS[r['metric']].short} "
+                  f"{r['difference']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |"
+                  for r, n in zip(measured, seeds)]
+        if min(seeds) < planned:
+            lines += ["", f"A verdict on fewer than the protocol's {planned} seeds is provisional: the seeds still "
+                          "to train may change it."]
     hardware = "; ".join(progress["devices"]) or "none yet"
     left = "nothing is left to train"
     if progress["to_train"]:
