@@ -99,6 +99,13 @@ def test_length_controlled_claim_removes_a_planted_length_advantage():
     lc = evaluate_claim(Claim("lc", "t", "hh", "lc_win_rate", "ulma", "dpo", "greater"), records, n_resamples=300)
     assert raw["verdict"] == "reproduced" and raw["difference"] > 0.25
     assert lc["verdict"] == "inconclusive" and abs(lc["difference"]) < 0.1
+    # nearly all of A's replies are longer (gap ~ N(150, 60)): its reading at a zero gap is an extrapolation,
+    # and the note says so, naming A alone (B's replies are as long as the reference: a zero gap is its data)
+    assert claims.LC_EXTRAPOLATED in lc["note"] and "ulma on hh: 1% of replies no longer" in lc["note"]
+    assert "dpo on hh" not in lc["note"] and claims.LC_EXTRAPOLATED not in raw["note"]
+    balanced = [_record("ulma", a, reply_chars=100 + gap - 150.0), records[1]]
+    assert claims.LC_EXTRAPOLATED not in evaluate_claim(
+        Claim("lc", "t", "hh", "lc_win_rate", "ulma", "dpo", "greater"), balanced, n_resamples=50)["note"]
 
 
 def test_not_measured_reasons():

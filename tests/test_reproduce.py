@@ -215,9 +215,13 @@ def test_results_summary_rows_name_their_metric_and_say_why_claims_are_unmeasure
     assert "| ULMA trains faster than RLHF | reproduced | 2 of 3 | train s -120 [-150, -90] |" in text
     # mini's protocol gives a claim's runs 3 seeds: a verdict on 2 is marked provisional
     assert "fewer than the protocol's 3 seeds is provisional" in text
+    assert "†" not in text  # no note says the LC reading extrapolates
     with open(tables / "claims.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([fields, rows[0]])
-    assert "provisional" not in report.results_summary("mini", tmp_path / "results")
+        csv.writer(handle).writerows([fields + ["note"], rows[0] + ["prompts resampled; LC extrapolated (ulma on hh: "
+                                                                    "4% of replies no longer than the reference)"]])
+    text = report.results_summary("mini", tmp_path / "results")
+    assert "provisional" not in text
+    assert "| ULMA beats DPO on HH | reproduced † | 3 of 3 |" in text and "† Fewer than 10% of one arm's" in text
     assert "Golden" not in text and "KTO" not in text  # unmeasured claims are counted, not listed
     assert "0 of " in text  # no run record in this results folder
 

@@ -82,6 +82,12 @@ class Metric:
     aggregate: tuple[str, ...] = ()
 
 
+# The LC win rate is read at a zero length gap; when fewer than this share of an arm's replies lie on one side
+# of it, the reading is an extrapolation of the logistic fit and the claim's note says so (`_lc_support`)
+LC_MIN_SUPPORT = 0.1
+LC_EXTRAPOLATED = "LC extrapolated"
+
+
 def _lc_table(table: np.ndarray) -> float:
     return stats.length_controlled_win_rate(table[..., 0], table[..., 1])
 
@@ -422,7 +428,24 @@ def _bootstrap_items(selected: Sequence[dict[int, Mapping]], metric: Metric, eff
     note = f"{result.resampled} resampled"
     if dropped:
         note += f"; {dropped} prompt(s) not shared by every run left out"
+    if metric.statistic is _lc_table:
+        note += _lc_support(selected, tables)
     return result, note
+
+
+def _lc_support(selected: Sequence[dict[int, Mapping]], tables: Sequence[np.ndarray]) -> str:
+    """A note when an arm's LC win rate is read at a zero length gap that few of its replies reach: the
+    logistic fit then extrapolates from one side (a method whose replies are nearly all longer than the
+    dataset's), so its reading leans on the fitted slope more than on its data."""
+    thin = []
+    for runs, table in zip(selected, tables):
+        gap = table[..., 1]
+        shorter, longer = float(np.mean(gap <= 0)), float(np.mean(gap >= 0))
+        if min(shorter, longer) < LC_MIN_SUPPORT:
+            record = next(iter(runs.values()))
+            thin.append(f"{record.get('method')} on {record.get('dataset')}: {shorter:.0%} of replies no longer "
+                        f"than the reference, {longer:.0%} no shorter")
+    return f"; {LC_EXTRAPOLATED} ({'; '.join(thin)})" if thin else ""
 
 
 def _per_item(claim, metric, selected, confidence, n_resamples, seed) -> dict[str, Any]:
@@ -506,9 +529,12 @@ def reading(row: Mapping[str, Any]) -> str:
     sample = (f"{row['n_prompts']} test prompts x {row['n_seeds']} seed(s)" if row.get("n_prompts")
               else f"{row['n_seeds']} run(s) per method")
     a, b = (get_method(row[k]).display if row[k] in METHODS else row[k] for k in ("method_a", "method_b"))
+    note = str(row.get("note") or "")
+    caveat = (f" Caveat: {note[note.index(LC_EXTRAPOLATED):]}: its reading at a zero length gap leans on the "
+              "fitted slope." if LC_EXTRAPOLATED in note else "")
     return (f"{head}{row['verdict']} - {metric.label} ({metric.better} is better), {a} minus {b} {what} "
             f"{row['difference']:+.3g} [{row['confidence']:.1%} CI {row['ci_low']:+.3g}, {row['ci_high']:+.3g}] "
-            f"over {sample}.")
+            f"over {sample}.{caveat}")
 
 
 def _cell(value: Any) -> str:

@@ -365,13 +365,20 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
         prof = as_profile(profile).experiments
         planned = len(set(prof.seeds) | set(prof.claim_seeds))
         seeds = [int(r["n_seeds"]) if pd.notna(r.get("n_seeds")) else 0 for r in measured]
+        extrapolated = [claims.LC_EXTRAPOLATED in str(r.get("note", "")) for r in measured]
         lines += ["", "| claim | verdict | seeds | difference [CI] |", "|---|---|---|---|"]
-        lines += [f"| {r['text']} | {r['verdict']} | {n} of {planned} | {claims.METRICS[r['metric']].short} "
-                  f"{r['difference']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |"
-                  for r, n in zip(measured, seeds)]
+        lines += [f"| {r['text']} | {r['verdict']}{' †' if x else ''} | {n} of {planned} | "
+                  f"{claims.METRICS[r['metric']].short} {r['difference']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |"
+                  for r, n, x in zip(measured, seeds, extrapolated)]
+        notes = []
         if min(seeds) < planned:
-            lines += ["", f"A verdict on fewer than the protocol's {planned} seeds is provisional: the seeds still "
-                          "to train may change it."]
+            notes.append(f"A verdict on fewer than the protocol's {planned} seeds is provisional: the seeds still "
+                         "to train may change it.")
+        if any(extrapolated):
+            notes.append(f"† Fewer than {claims.LC_MIN_SUPPORT:.0%} of one arm's replies are no longer (or no "
+                         "shorter) than the reference: its LC win rate extrapolates the length fit to a zero gap "
+                         "(the claim's note names the arm).")
+        lines += ["", " ".join(notes)] if notes else []
     hardware = "; ".join(progress["devices"]) or "none yet"
     left = "nothing is left to train"
     if progress["to_train"]:
