@@ -372,12 +372,10 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
                   for r, n, x in zip(measured, seeds, extrapolated)]
         notes = []
         if min(seeds) < planned:
-            notes.append(f"A verdict on fewer than the protocol's {planned} seeds is provisional: the seeds still "
-                         "to train may change it.")
+            notes.append(f"A verdict on fewer than the protocol's {planned} seeds is provisional.")
         if any(extrapolated):
-            notes.append(f"† Fewer than {claims.LC_MIN_SUPPORT:.0%} of one arm's replies are no longer (or no "
-                         "shorter) than the reference: its LC win rate extrapolates the length fit to a zero gap "
-                         "(the claim's note names the arm).")
+            notes.append(f"† LC win rate extrapolated: under {claims.LC_MIN_SUPPORT:.0%} of one arm's replies "
+                         "lie on one side of a zero length gap.")
         lines += ["", " ".join(notes)] if notes else []
     hardware = "; ".join(progress["devices"]) or "none yet"
     left = "nothing is left to train"
