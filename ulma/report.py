@@ -368,8 +368,8 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
         extrapolated = [claims.LC_EXTRAPOLATED in str(r.get("note", "")) for r in measured]
         lines += ["", "| claim | verdict | seeds | difference [CI] |", "|---|---|---|---|"]
         lines += [f"| {r['text']} | {r['verdict']}{' †' if x else ''} | {n} of {planned} | "
-                  f"{claims.METRICS[r['metric']].short} {r['difference']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |"
-                  for r, n, x in zip(measured, seeds, extrapolated)]
+                  f"{claims.METRICS[r['metric']].short} {r['difference']:+.3g} "
+                  f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] |" for r, n, x in zip(measured, seeds, extrapolated)]
         notes = []
         if min(seeds) < planned:
             notes.append(f"A verdict on fewer than the protocol's {planned} seeds is provisional.")
