@@ -69,11 +69,14 @@ display(Markdown(notebook.budget_text(profile, "03_pointwise_dpo", results_dir))
 # %% [markdown]
 # ## Runs
 #
-# DPO, RLHF and point-wise DPO on each dataset and seed. With `train = False` (the default) nothing is trained: the cell reads the run records under
-# `results/<profile>/03_pointwise_dpo/` and the notebook shows them within a minute. With `train = True` (what
-# `python -m ulma reproduce` passes) the cell first prints the planned runs and their estimated time, then every run without a record is trained and evaluated — at `mini`
-# tens of minutes per run on a 2-core CPU — and the table is rewritten; a record made with the same config
-# is never trained twice.
+# DPO, RLHF and point-wise DPO on each dataset and seed; on QA-feedback also point-wise DPO on the binary
+# view (`pointwise_dpo@labels=binary`: the corrected answer 1, an erroneous prediction 0), which the
+# continuous-versus-binary claim compares with the continuous run. With `train = False` (the default) nothing
+# is trained: the cell reads the run records under `results/<profile>/03_pointwise_dpo/` and the notebook
+# shows them within a minute. With `train = True` (what `python -m ulma reproduce` passes) the cell first
+# prints the planned runs and their estimated time, then every run without a record is trained and
+# evaluated — at `mini` tens of minutes per run on a 2-core CPU — and the table is rewritten; a record made
+# with the same config is never trained twice.
 
 # %%
 experiments.run_grid(profile, "03_pointwise_dpo", datasets, methods, seeds, force=force, results_dir=results_dir, train=train)

@@ -570,6 +570,26 @@ def test_claim_runs_get_the_claim_seeds_and_the_rest_one(tiny):
         tiny.override({"experiments.claim_seeds": [-1]})
 
 
+def test_binary_qa_labels_run_beside_the_continuous_ones_on_qa_feedback_only(tiny):
+    """The continuous-vs-binary claim's other arm: 03 runs point-wise DPO on QA-feedback's binary view too,
+    with the claim seeds (only a data option differs), and on no other dataset (HH has no `labels`)."""
+    prof = tiny.override({"experiments.seeds": [0], "experiments.claim_seeds": [1, 2]})
+    exp = experiments.get_experiment("03_pointwise_dpo")
+    label = "pointwise_dpo@labels=binary"
+    binary = exp.variant(label, prof)
+    assert binary.method == "pointwise_dpo" and binary.datasets == ("qa_feedback",)
+    assert grid.run_seeds(prof, exp, "qa_feedback", label) == [0, 1, 2]
+    planned = grid.plan(prof, exp.name, ["hh", "qa_feedback"], ["pointwise_dpo", label])
+    assert [(p["dataset"], p["method"]) for p in planned if p["seed"] == 0] == [
+        ("hh", "pointwise_dpo"), ("qa_feedback", "pointwise_dpo"), ("qa_feedback", label)]
+    runs = {p["method"]: experiments.run_profile(prof, exp, "qa_feedback", exp.variant(p["method"], prof), 0)
+            for p in planned if p["dataset"] == "qa_feedback"}
+    assert runs[label].train.data_options["labels"] == "binary"  # the variant wins over 03's continuous default
+    assert runs["pointwise_dpo"].train.data_options["labels"] == "continuous"
+    with pytest.raises(ValueError, match="qa_feedback only, not 'hh'"):
+        grid.run_one(prof, exp.name, "hh", label, 0)
+
+
 def test_a_missing_local_copy_is_named_by_its_repository_path():
     """The reason a skipped run records (Golden HH offline) is committed: it names the repository's
     folder, never the machine's."""

@@ -55,6 +55,7 @@ class Variant:
     method: str  # a key of the registry ulma.losses.METHODS
     overrides: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields (dicts are merged)
     note: str = ""  # shown in the tables
+    datasets: tuple[str, ...] = ()  # the only datasets it runs on (a data option one source has); empty: all
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,11 @@ _BASE_ROW = ((BASE, Variant(BASE, note="untrained: the starting model")),)
 
 # QA-feedback carries graded preferences: the paper's continuous-label setting (docs/DATASETS.md)
 _CONTINUOUS_QA = {"qa_feedback": {"data_options": {"labels": "continuous"}}}
+# ... and its binary view (corrected answer 1, an erroneous prediction 0) beside it: the claim that point-wise
+# DPO does at least as well with continuous labels compares the two (ulma.claims)
+_BINARY_QA = ("pointwise_dpo@labels=binary",
+              Variant("pointwise_dpo", {"data_options": {"labels": "binary"}}, datasets=("qa_feedback",),
+                      note="binary labels: the corrected answer 1, an erroneous prediction 0"))
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -156,7 +162,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "applies to continuous labels (red-team, QA-feedback).",
             "Perplexity, preference accuracy and judge win rate of DPO, RLHF and point-wise DPO per dataset.",
             datasets=("hh", "red_team", "qa_feedback"),
-            variants=_BASE_ROW + _plain(("dpo", "rlhf", "pointwise_dpo")),
+            variants=_BASE_ROW + _plain(("dpo", "rlhf", "pointwise_dpo")) + (_BINARY_QA,),
             dataset_overrides=_CONTINUOUS_QA,
             comparison=True,
         ),

@@ -77,6 +77,8 @@ def dataset_unavailable(dataset: str, view: str, split: str, data_dir: str | Non
 def _identify(prof: Profile, exp, dataset: str, label: str, seed: int, results_dir, data_dir):
     """(variant, run profile, data root, resolved config, its hash, record path) of one run: no model, no data."""
     variant = exp.variant(label, prof)
+    if not runs_on(variant, dataset):
+        raise ValueError(f"variant {label!r} of {exp.name} runs on {', '.join(variant.datasets)} only, not {dataset!r}")
     rprof = run_profile(prof, exp, dataset, variant, seed)
     resolved_data = resolve_data_dir(data_dir, prof.train.data_dir)
     config = resolved_config(rprof, variant.method, dataset, resolved_data)
@@ -185,10 +187,21 @@ def run_seeds(prof: Profile, exp, dataset: str, label: str) -> list[int]:
     >= 3 seeds there, >= 1 for the rest; the base model trains nothing, so one seed is all of it)."""
     variant = exp.variant(label, prof)
     seeds = list(prof.experiments.seeds)
-    if (not variant.overrides and get_method(variant.method).trains
+    if (data_options_only(variant) and get_method(variant.method).trains
             and (dataset, variant.method) in claim_arms()):
         seeds += [s for s in prof.experiments.claim_seeds if s not in seeds]
     return seeds
+
+
+def data_options_only(variant) -> bool:
+    """True for a plain method or one that differs only in its data options (QA-feedback's binary labels):
+    the same training, so a claim may compare it (``ulma.claims``); a sweep changes a hyperparameter."""
+    return set(variant.overrides) <= {"data_options"}
+
+
+def runs_on(variant, dataset: str) -> bool:
+    """Whether a variant runs on `dataset`: every dataset, unless it names its own (a data option)."""
+    return not variant.datasets or dataset in variant.datasets
 
 
 def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: list[str],
@@ -204,7 +217,7 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
     recorded = recorded_configs(resolve_path(results_dir) / prof.name, force)
     rows = []
     for dataset in datasets:
-        for label in methods:
+        for label in [m for m in methods if runs_on(exp.variant(m, prof), dataset)]:
             for seed in (run_seeds(prof, exp, dataset, label) if seeds is None else seeds):
                 variant, rprof, resolved_data, _, key, path = _identify(prof, exp, dataset, label, seed, results_dir,
                                                                        data_dir)
