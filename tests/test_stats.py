@@ -156,6 +156,19 @@ def test_length_controlled_fit_reaches_the_minimum(case):
     assert stats.length_controlled_win_rate(outcomes, gap) == pytest.approx(want, abs=1e-7)
 
 
+def test_length_controlled_fit_says_when_it_runs_out_of_steps():
+    """Too few Newton steps for a fit that needs several (a far start, a strong slope): an error, never a
+    half-converged estimate returned as if it were the minimum."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=300)
+    outcomes = (rng.random(300) < 1 / (1 + np.exp(-(0.5 + 2.0 * x)))).astype(float)
+    start = np.array([-5.0, 0.0])
+    with pytest.raises(RuntimeError, match="did not converge in 1 Newton steps"):
+        stats._fit_logistic(start, x, outcomes, max_iter=1)
+    a, b = stats._fit_logistic(start, x, outcomes)  # the default budget reaches it
+    assert np.max(np.abs(stats._logistic_loss(np.array([a, b]), x, outcomes)[1])) < 1e-8
+
+
 def test_lc_win_rate_ci_covers_the_planted_value():
     outcomes, gap = _planted(n=600, seed=1)
     out = stats.lc_win_rate(outcomes, gap, n_resamples=300)

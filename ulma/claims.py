@@ -88,10 +88,6 @@ LC_MIN_SUPPORT = 0.1
 LC_EXTRAPOLATED = "LC extrapolated"
 
 
-def _lc_table(table: np.ndarray) -> float:
-    return stats.length_controlled_win_rate(table[..., 0], table[..., 1])
-
-
 def _mean_table(table: np.ndarray) -> float:
     return float(np.mean(table[..., 0]))
 
@@ -103,7 +99,7 @@ def _log_ppl_table(table: np.ndarray) -> float:
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("lc_win_rate", "length-controlled win rate vs the dataset's reply (judge)", "higher", "LC win rate",
            "generations", (lambda g: g["verdict"], lambda g: np.subtract(g["reply_chars"], g["reference_chars"])),
-           _lc_table, aggregate=("metrics.eval.lc_win_rate",)),
+           stats.lc_statistic, aggregate=("metrics.eval.lc_win_rate",)),
     Metric("win_score", "win rate vs the dataset's reply, ties 1/2 (judge)", "higher", "win rate", "generations",
            (lambda g: g["verdict"],), _mean_table, aggregate=("metrics.eval.win_score",)),
     Metric("judge_score", "judge's score of the policy's replies", "higher", "judge score", "generations",
@@ -422,13 +418,13 @@ def _bootstrap_items(selected: Sequence[dict[int, Mapping]], metric: Metric, eff
         return None, f"{len(ids)} test prompt(s) in common: an interval needs 2"
     tables = [_item_table(runs, metric, seeds, ids) for runs in selected]
     kwargs = {"n_resamples": n_resamples} if n_resamples else \
-        {"n_resamples": stats.N_RESAMPLES_LC} if metric.statistic is _lc_table else {}
+        {"n_resamples": stats.N_RESAMPLES_LC} if metric.statistic is stats.lc_statistic else {}
     result = stats.paired_bootstrap(tables, effect, confidence=confidence, seed=seed, **kwargs)
     dropped = max(len(sec["ids"]) for sec in sections) - len(ids)
     note = f"{result.resampled} resampled"
     if dropped:
         note += f"; {dropped} prompt(s) not shared by every run left out"
-    if metric.statistic is _lc_table:
+    if metric.statistic is stats.lc_statistic:
         note += _lc_support(selected, tables)
     return result, note
 

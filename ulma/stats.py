@@ -259,14 +259,15 @@ def _fit_logistic(params: np.ndarray, x: np.ndarray, y: np.ndarray, *, max_iter:
     return params
 
 
-def _lc(table: np.ndarray) -> float:
-    """LC win rate of a (seeds, prompts, 2) table of (outcome, length difference)."""
+def lc_statistic(table: np.ndarray) -> float:
+    """LC win rate of a (seeds, prompts, 2) table of (outcome, length difference): the bootstrap's statistic
+    (`lc_win_rate` here, the LC claims in `ulma.claims`, which recognise it by identity)."""
     return length_controlled_win_rate(table[..., 0], table[..., 1])
 
 
 def lc_win_rate(outcomes, length_difference, *, n_resamples: int = N_RESAMPLES_LC, **kwargs) -> BootstrapResult:
     """`length_controlled_win_rate` with a bootstrap CI (seeds × prompts clusters as `paired_bootstrap`)."""
-    return paired_bootstrap([stack(outcomes, length_difference)], _lc, n_resamples=n_resamples, **kwargs)
+    return paired_bootstrap([stack(outcomes, length_difference)], lc_statistic, n_resamples=n_resamples, **kwargs)
 
 
 def stack(*columns) -> np.ndarray:
