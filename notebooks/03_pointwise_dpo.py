@@ -27,7 +27,8 @@
 # greedy replies to test prompts. DPO has no pairs on red-team: that row is `n/a`.
 #
 # **Differences from the paper.** Smaller model, LoRA, a few hundred training examples, one epoch, an
-# offline judge instead of GPT-4, CPU, the profile's seeds (at `mini` three for the runs a claim compares,
+# offline judge instead of GPT-4 (a head on sentence embeddings trained on human pairs: HH's for harmlessness,
+# QA-feedback's own for its answers), CPU, the profile's seeds (at `mini` three for the runs a claim compares,
 # one for the rest; the `seeds` column counts the finished ones) — the table below lists each setting.
 # %% tags=["parameters"]
 profile = "mini"         # tiny | mini | paper, or a path to a profile YAML

@@ -18,7 +18,8 @@
 #
 # **The paper's claim (its main comparison).** ULMA — SFT on the positives and point-wise DPO on the
 # negatives, in one training step — beats SFT, RLHF, DPO, point-wise DPO and unlikelihood training on HH,
-# QA-feedback and red-team: better harmlessness (the judge) at a perplexity no worse than SFT's.
+# QA-feedback and red-team: better replies as the judge sees them (harmlessness on HH and red-team,
+# helpfulness on QA-feedback) at a perplexity no worse than SFT's.
 #
 # **What is run.** Every method (SFT, RLHF (reward model + PPO), DPO, point-wise DPO, unlikelihood, KTO,
 # ULMA) trained from the same base model on each dataset of the profile, then evaluated the same way:
@@ -26,7 +27,8 @@
 # greedy replies to test prompts. KTO (a later point-wise method) is an extra baseline the paper predates.
 #
 # **Differences from the paper.** Smaller model, LoRA, a few hundred training examples, one epoch, an
-# offline judge instead of GPT-4, CPU, the profile's seeds (at `mini` three for the runs a claim compares,
+# offline judge instead of GPT-4 (a head on sentence embeddings trained on human pairs: HH's for harmlessness,
+# QA-feedback's own for its answers), CPU, the profile's seeds (at `mini` three for the runs a claim compares,
 # one for the rest; the `seeds` column counts the finished ones) — the table below lists each setting. Datasets
 # without an offline copy (red-team, Golden HH) are reported as *not measured*, with the reason.
 # %% tags=["parameters"]
