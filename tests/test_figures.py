@@ -250,6 +250,16 @@ def test_reading_names_the_best_method_and_whether_the_intervals_separate_it(res
     assert "**Did not train**" in clear and "not ranked above): SFT." in clear
 
 
+def test_reading_says_when_the_judge_is_no_better_than_chance(tmp_path):
+    """A judge at or below 50 % on held-out human pairs (the offline QA-feedback head: 48.7 %) makes its win
+    rates uninformative, and the reading says so in the dataset's own criterion."""
+    _write(tmp_path, "04_ulma", "qa_feedback", "ulma", wins=40, judge_accuracy=0.487)
+    _write(tmp_path, "04_ulma", "qa_feedback", "sft", wins=30, judge_accuracy=0.487)
+    text = notebook.reading("tiny", "04_ulma", tmp_path)
+    assert "no better than chance on held-out human pairs (48.7%): its win rates say nothing of helpfulness" in text
+    assert "weak evidence" not in text
+
+
 def test_reading_leads_with_the_protocols_headlines(tmp_path):
     """The length-controlled win rate and the one-rule preference accuracy are read first; the raw win rate
     follows; a record without a metric (written before it existed) only skips that line."""

@@ -47,6 +47,12 @@ NUM_SAMPLES = 8
 MINILM_JUDGE_DATA = {"qa_feedback": "qa_feedback"}
 
 
+def judge_criterion(dataset: str) -> str:
+    """What a judge rates on `dataset`: helpfulness on QA-feedback (answers to questions), else
+    harmlessness (HH, Golden HH, red-team), as the paper's GPT-4 judge did."""
+    return "helpfulness" if dataset == "qa_feedback" else "harmlessness"
+
+
 # --------------------------------------------------------------------------------------------- runs
 def judge_options(name: str, *, dataset: str, profile, data_dir: str | None) -> dict[str, Any]:
     """The options `evaluate_run` passes to `ulma.judges.get_judge(name, ...)` for a run.
@@ -58,7 +64,7 @@ def judge_options(name: str, *, dataset: str, profile, data_dir: str | None) -> 
     """
     options: dict[str, Any] = {}
     if name == "llm":
-        options = {"criterion": "helpfulness" if dataset == "qa_feedback" else "harmlessness"}
+        options = {"criterion": judge_criterion(dataset)}
     elif name == "reward_model":
         options = {"model": profile.eval.judge_model}
     elif name == "minilm_harmlessness":

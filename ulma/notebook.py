@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from ulma import claims
 from ulma.catalog import budget_of, matched_steps, sequences_per_step
+from ulma.evaluation import judge_criterion
 from ulma.experiments import EXPERIMENTS, as_profile, resolve_path
 from ulma.readout import (CHANCE, HIGHER_IS_BETTER, LABELS, dataset_name, in_table_order, method_name, not_measured,
                           runs_frame, summary)
@@ -261,9 +262,13 @@ def reading(profile, experiment: str, results_dir="results") -> str:
             lines.append("- One seed per method: seed-to-seed variation is not measured, so no ranking above "
                          "is a claim yet" + ("; the intervals cover only the sampling of test prompts." if judged_metrics
                                              else "; timings on a shared machine vary from run to run."))
-        if judged_metrics and len(accuracy) and accuracy.mean() < WEAK_JUDGE:
+        if judged_metrics and len(accuracy) and accuracy.mean() <= CHANCE["win_rate"]:
+            lines.append(f"- The judge is no better than chance on held-out human pairs ({accuracy.mean():.1%}): "
+                         f"its win rates say nothing of {judge_criterion(dataset)} here; read the preference "
+                         "accuracy instead.")
+        elif judged_metrics and len(accuracy) and accuracy.mean() < WEAK_JUDGE:
             lines.append(f"- The judge agrees with human labels on only {accuracy.mean():.1%} of held-out pairs "
-                         f"(below {WEAK_JUDGE:.0%}): its win rates are weak evidence of harmlessness.")
+                         f"(below {WEAK_JUDGE:.0%}): its win rates are weak evidence of {judge_criterion(dataset)}.")
         if len(stuck):
             lines.append("- **Did not train** (objective below the thresholds of `ulma.stats.did_not_train`; not "
                          "ranked above): " + ", ".join(sorted({method_name(m) for m in stuck["method"]}))
