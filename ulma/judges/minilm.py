@@ -258,9 +258,10 @@ def load_harmlessness_judge(*, data_dir: str | os.PathLike | None = None, train_
     """The ``minilm_harmlessness`` judge for the `dataset` pairs (HH by default) of `train_split` /
     `test_split` under `data_dir` (None: $ULMA_DATA_DIR, else the hub; ``fixtures``: the project's
     fixtures), trained on first use and stored under ``ulma.models.cache_dir()/judges/<key>/``
-    (head.safetensors + judge.json with accuracy, n and the training details). The key hashes the data, the encoder and the options, so a later call
-    loads it in a second. Malformed source rows are skipped. `max_train_pairs` / `max_test_pairs` keep the
-    first pairs of each split (a quick judge for debug profiles; None: all).
+    (head.safetensors + judge.json with accuracy, n and the training details). The key hashes the data,
+    the encoder and the options, so a later call loads it in a second. Malformed source rows are skipped.
+    `max_train_pairs` / `max_test_pairs` keep the first pairs of each split (a quick judge for debug
+    profiles; None: all).
     """
     def rows(split, limit):
         pairs = data.load(dataset, "pairwise", split, data_dir, on_bad_row="skip")
