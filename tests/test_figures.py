@@ -257,6 +257,9 @@ def test_reading_says_when_the_judge_is_no_better_than_chance(tmp_path):
     _write(tmp_path, "04_ulma", "qa_feedback", "sft", wins=30, judge_accuracy=0.487)
     text = notebook.reading("tiny", "04_ulma", tmp_path)
     assert "no better than chance on held-out human pairs (48.7%): its win rates say nothing of helpfulness" in text
+    assert "**QA-feedback**: 2 methods measured" in text
+    _write(tmp_path, "04_ulma", "qa_feedback", "sft", status="skipped", reason="not run yet")
+    assert "**QA-feedback**: 1 method measured" in notebook.reading("tiny", "04_ulma", tmp_path)
     assert "weak evidence" not in text
 
 

@@ -244,7 +244,8 @@ def reading(profile, experiment: str, results_dir="results") -> str:
                          + ", ".join(sorted({method_name(m) for m in stuck["method"]})) + " did not train.")
             continue
         seeds = done.groupby("method")["seed"].nunique()
-        head = f"**{dataset_name(dataset)}**: {done['method'].nunique()} methods measured, "
+        n_methods = done["method"].nunique()
+        head = f"**{dataset_name(dataset)}**: {n_methods} method{'s' if n_methods > 1 else ''} measured, "
         head += f"{seeds.min()} seed{'s' if seeds.min() > 1 else ''}" + (f" (up to {seeds.max()})" if seeds.max() > seeds.min() else "")
         judged = done["win_rate_n"].dropna() if "win_rate_n" in done else pd.Series(dtype=float)
         if len(judged) and any(m in CHANCE for m in metrics):
