@@ -88,6 +88,23 @@ def test_no_train_executes_on_the_records_and_a_training_call_executes_again(tmp
     assert [e["status"] for e in again] == ["completed"] and (results / "train_True.txt").exists()
 
 
+def test_a_change_to_the_ulma_code_executes_the_notebooks_again(tmp_path, monkeypatch):
+    """A copy rendered by other `ulma` code (its tables, readings) is out of date; the same code skips it."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "04_main.ipynb", "x = 1")
+    monkeypatch.setattr(runner, "notebooks_dir", lambda: folder)
+    results = tmp_path / "results"
+    assert [e["status"] for e in runner.reproduce("tiny", results_dir=str(results), train=False)] == ["completed"]
+    executed = json.loads((results / "tiny" / "notebooks" / "04_main.ipynb").read_text())
+    assert executed["metadata"]["ulma"]["code_digest"] == runner.code_digest()
+    again = runner.reproduce("tiny", results_dir=str(results), train=False)
+    assert [e["status"] for e in again] == ["skipped (completed before)"]
+    monkeypatch.setattr(runner, "code_digest", lambda: "another-version")
+    changed = runner.reproduce("tiny", results_dir=str(results), train=False)
+    assert [e["status"] for e in changed] == ["completed"]
+
+
 def test_select_notebooks_by_number_or_name(tmp_path, monkeypatch):
     for name in ("01_a", "02_b", "03_c"):
         (tmp_path / f"{name}.ipynb").write_text("{}")

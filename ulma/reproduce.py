@@ -10,12 +10,14 @@ notebook gets the profile's ``notebook_timeout`` per cell, and an executed copy 
 ``results/<profile>/notebooks/``. Per notebook the log (``results/<profile>/reproduce_log.json``) holds the
 wall time and the peak resident memory of the kernel's process tree (sampled every 0.5 s: the kernel is a
 subprocess, so this process' own rusage would not show it). A notebook whose executed copy completed with
-the same parameters, the same source and the same records it shows (`_inputs_digest`) is skipped, and
-finished runs skip inside the notebooks (their JSONs), so an interrupted reproduction resumes where it
+the same parameters, the same source and the same records it shows (`_inputs_digest`), by the same
+`ulma` code (`code_digest`: a change to how tables and readings render executes it again), is skipped,
+and finished runs skip inside the notebooks (their JSONs), so an interrupted reproduction resumes where it
 stopped.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -54,6 +56,18 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """The `ulma` package's Python sources (path and content): the code an executed notebook rendered with.
+    Kept beside the inputs digest, not in it: committed copies must match their records and sources (a
+    test), while a code change only makes the next `reproduce` execute them again."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\n" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _inputs_digest(source: Path, root: Path, reused: Sequence[Path] = ()) -> str:
     """The notebook's source and the records it shows: its experiments' folders (``NN_*/``, 06 covers the
     calibration too), every folder for a notebook without one (08 figures, 09 claims), and the `reused`
@@ -87,7 +101,8 @@ def _reused_records(prof, stem: str, results_dir) -> list[Path]:
 
 def _completed(executed: Path, parameters: dict[str, Any], inputs_digest: str) -> bool:
     """The executed copy completed from these inputs (`_inputs_digest`; metadata key ``source_digest``, the
-    name it had when it digested the source alone) with exactly these parameters."""
+    name it had when it digested the source alone) by this code (`code_digest`) with exactly these
+    parameters."""
     nb = read_record(executed)
     if not nb:
         return False
@@ -96,6 +111,7 @@ def _completed(executed: Path, parameters: dict[str, Any], inputs_digest: str) -
     return (
         meta.get("ulma", {}).get("parameters") == parameters
         and meta.get("ulma", {}).get("source_digest") == inputs_digest
+        and meta.get("ulma", {}).get("code_digest") == code_digest()
         and bool(pm.get("end_time"))
         and not pm.get("exception")
     )
@@ -235,9 +251,9 @@ def _execute(papermill, nbformat, source: Path, executed: Path, parameters, run_
 
 
 def _mark(nbformat, executed: Path, parameters: dict[str, Any], digest: str) -> None:
-    """Record the source digest and the parameters (``force`` aside) a completed copy counts for."""
+    """Record the inputs and code digests and the parameters (``force`` aside) a completed copy counts for."""
     nb = nbformat.read(executed, as_version=4)
-    nb.metadata["ulma"] = {"source_digest": digest, "parameters": parameters}
+    nb.metadata["ulma"] = {"source_digest": digest, "code_digest": code_digest(), "parameters": parameters}
     for key in ("input_path", "output_path"):  # papermill keeps the absolute paths it was given
         if key in nb.metadata.get("papermill", {}):
             nb.metadata["papermill"][key] = portable_path(nb.metadata["papermill"][key])
