@@ -21,6 +21,12 @@ Every cut is timed against the way it was done without it, on the same rows, int
   unmerged) so that a drift in the machine's load weighs on both; checks the replies and log-probs agree.
   The adapter is a run's (``--adapter``) or the fresh policy's with a seeded random B.
 
+* ``distinct_sequences``: the preference pass as pair batches (chosen and rejected padded to one width,
+  every pair's two sequences scored, as it ran before) against each distinct sequence scored once in
+  batches of twice as many sequences sorted by their own length (`ulma.scoring._pair_logps`), on HH and on
+  QA-feedback test pairs (whose answers recur across a question's pairs): sequences scored, padded
+  fraction, time, and the largest difference in the pairs' log-prob sums.
+
 * ``reward_model_eval``: the RLHF reward model's held-out pass (`ulma.reward_model.evaluate_reward_model`)
   in row order, as it ran before, against batches sorted by length: padded fraction and time; checks the
   accuracy is the same.
@@ -70,7 +76,7 @@ from ulma.logprobs import model_logps  # noqa: E402
 from ulma.models import apply_lora_from, load_model_and_tokenizer  # noqa: E402
 
 PROFILE_OF = {"tiny": "tiny", "smollm2": "mini"}  # the profile whose lengths and batch sizes a model runs with
-CASES = ("padding", "one_pass", "generation", "merged_adapters", "reward_model_eval")
+CASES = ("padding", "one_pass", "generation", "merged_adapters", "reward_model_eval", "distinct_sequences")
 
 
 def parse_args(argv=None):
@@ -163,6 +169,9 @@ def bench_model(name: str, args, cases: set[str]) -> dict:
         out["merged_adapters"]["adapter"] = "a trained run's" if args.adapter else "seeded random B (std 0.02)"
     if "reward_model_eval" in cases:
         out["reward_model_eval"] = bench_reward_model_eval(policy, rows, ebs, pad)
+    if "distinct_sequences" in cases:
+        out["distinct_sequences"] = {d: bench_distinct_sequences(policy, tokenizer, d, n_pairs, ebs, lengths, args)
+                                     for d in ("hh", "qa_feedback")}
     return out
 
 
@@ -316,6 +325,38 @@ def bench_reward_model_eval(policy, rows, ebs, pad) -> dict:
         "padded_fraction_sorted": round(padded_fraction(batch_sequence_lengths(rows, length_sorted_batches(rows, ebs))), 4),
         "row_order_s": round(t_before, 3), "sorted_s": round(t_after, 3), "speedup": ratio(t_before, t_after),
         "same_accuracy": abs(accuracy - after["accuracy"]) < 1e-6,
+    }
+
+
+def bench_distinct_sequences(policy, tokenizer, dataset, n_pairs, ebs, lengths, args) -> dict:
+    """(e) the preference pass: pair batches, every sequence (before), against distinct sequences (after)."""
+    from ulma.scoring import _pair_logps
+
+    pairs = data.load(dataset, "pairwise", load_profile("mini").eval.test_split, args.data_dir, on_bad_row="skip")
+    pairs = pairs.select(range(min(n_pairs, len(pairs))))
+    rows = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths).select_columns(
+        ["prompt_ids", "chosen_ids", "rejected_ids"]).to_list()
+    pad, batches = tokenizer.pad_token_id, length_sorted_batches(rows, ebs)
+
+    def before():
+        collator, sums = PairwiseCollator(pad), np.zeros((len(rows), 2))
+        with torch.no_grad():
+            for chunk in batches:
+                batch = collator([rows[i] for i in chunk])
+                v = model_logps(policy, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                reduction="sum").logps.double().numpy()
+                sums[chunk] = np.stack([v[:len(chunk)], v[len(chunk):]], axis=1)
+        return sums
+
+    old, t_before = timed(before)
+    new, t_after = timed(lambda: _pair_logps(policy, rows, pad, ebs, None))
+    return {
+        "pairs": len(rows), "batch_size_pairs": ebs,
+        "sequences_before": 2 * len(rows), "sequences_after": new["sequences"],
+        "padded_fraction_before": round(padded_fraction(batch_sequence_lengths(rows, batches)), 4),
+        "padded_fraction_after": round(padded_fraction(new["batch_lengths"]), 4),
+        "before_s": round(t_before, 3), "after_s": round(t_after, 3), "speedup": ratio(t_before, t_after),
+        "max_abs_logp_difference": float(np.max(np.abs(old - new["policy"]))),
     }
 
 

@@ -142,6 +142,28 @@ def test_preference_accuracy_by_implicit_reward(tiny):
     assert same["accuracy"] == 0.5 and same["ties"] == 3 and same["margin_mean"] == 0.0
 
 
+def test_preference_pass_scores_each_distinct_sequence_once(tiny):
+    """Pairs that share a reply (QA-feedback compares four answers per question in up to six pairs) score
+    it once; every pair's numbers are those of scoring each sequence on its own, in row order."""
+    model, tokenizer = tiny
+    reference, _ = load_model_and_tokenizer("tiny", seed=1)
+    prompt, (a, b, c) = PROMPTS[1], ("Knead, rest, bake.", "Buy it.", "Flour and water, then an oven.")
+    rows = [{"prompt": prompt, "chosen": x, "rejected": y} for x, y in ((a, b), (a, c), (c, b), (b, a))]
+    rows.append({"prompt": PROMPTS[3], "chosen": a, "rejected": b})  # the same replies to another prompt
+    data = _tokenized(rows, tokenizer, "pairwise")
+    out = preference_accuracy(model, data, method="dpo", beta=0.5, reference=reference, batch_size=2)
+    assert out["sequences_scored"] == 3 + 2 and out["num_pairs"] == 5
+    assert sum(len(batch) for batch in out["batch_lengths"]) == 5
+    for row, outcome, headline, nll in zip(data, out["outcomes"], out["headline_outcomes"], out["chosen_nll"]):
+        ratio = [_hand_logp(model, row["prompt_ids"], row[k], "sum")[0]
+                 - _hand_logp(reference, row["prompt_ids"], row[k], "sum")[0] for k in ("chosen_ids", "rejected_ids")]
+        assert outcome == (1.0 if ratio[0] > ratio[1] else 0.0)
+        mean = [ratio[0] / len(row["chosen_ids"]), ratio[1] / len(row["rejected_ids"])]
+        assert headline == (1.0 if mean[0] > mean[1] else 0.0)
+        assert nll == pytest.approx(-_hand_logp(model, row["prompt_ids"], row["chosen_ids"], "sum")[0], rel=1e-5)
+    assert out["outcomes"][0] + out["outcomes"][3] == 1.0  # the same pair both ways: opposite outcomes
+
+
 def test_preference_accuracy_with_adapters_disabled_as_reference(tiny):
     _, tokenizer = tiny
     base, _ = load_model_and_tokenizer("tiny")

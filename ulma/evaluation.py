@@ -136,7 +136,7 @@ def _preference_section(model, tokenizer, run_config: dict, ev, root, options: d
                preference_logp_reduction=pref["logp_reduction"], preference_reference_cache=pref["reference_cache"],
                preference_accuracy_headline=pref["headline_accuracy"],
                preference_headline_margin=pref["headline_margin_mean"], preference_headline_ties=pref["headline_ties"],
-               preference_headline_note=pref["headline_note"])
+               preference_headline_note=pref["headline_note"], preference_sequences_scored=pref["sequences_scored"])
     return out, pairs, pref
 
 

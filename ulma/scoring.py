@@ -37,8 +37,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from ulma.batching import (PairwiseCollator, PointwiseCollator, left_pad_prompts, length_sorted_batches,
-                           tokenize_prompts)
+from ulma.batching import PointwiseCollator, left_pad_prompts, length_sorted_batches, tokenize_prompts
 from ulma.files import dataset_content_hash
 from ulma.logprobs import model_logps
 from ulma.losses import get_method
@@ -181,22 +180,42 @@ def ranking_for(method: str) -> tuple[bool, str]:
     return spec.needs_reference, spec.logp_reduction
 
 
-def _pair_logps(model, rows: list[dict], collator, batch_size: int, reference) -> dict[str, np.ndarray]:
+def _distinct_sequences(rows: list[dict]) -> tuple[list[dict], np.ndarray]:
+    """The distinct (prompt, reply) sequences of pairwise rows as point-wise rows, and (n, 2) = [chosen,
+    rejected] indices into them. QA-feedback's test pairs compare four answers per question in up to six
+    pairs, so an answer recurs (its `mini_test` pairs hold 1,068 sequences, 365 distinct); HH's pairs share
+    none."""
+    index: dict[tuple, int] = {}
+    sequences: list[dict] = []
+    where = np.zeros((len(rows), 2), dtype=np.int64)
+    for i, row in enumerate(rows):
+        for j, key in enumerate(("chosen_ids", "rejected_ids")):
+            seen = (tuple(row["prompt_ids"]), tuple(row[key]))
+            if seen not in index:
+                index[seen] = len(sequences)
+                sequences.append({"prompt_ids": row["prompt_ids"], "completion_ids": row[key], "z": 1.0})
+            where[i, j] = index[seen]
+    return sequences, where
+
+
+def _pair_logps(model, rows: list[dict], pad_token_id: int, batch_size: int, reference) -> dict[str, Any]:
     """Sequence sums of log-probs, (n, 2) = [chosen, rejected] per pair in row order, for the policy
-    and (unless `reference` is None) the reference (``"adapters"`` or a model), and token counts."""
-    n = len(rows)
-    policy, tokens = np.zeros((n, 2)), np.zeros((n, 2), dtype=np.int64)
-    ref = np.zeros((n, 2)) if reference is not None else None
+    and (unless `reference` is None) the reference (``"adapters"`` or a model), token counts, and each
+    batch's sequence lengths. Each distinct sequence is scored once (`_distinct_sequences`), in batches of
+    2 · `batch_size` sequences (what a batch of `batch_size` pairs holds) sorted by their own length, so a
+    short reply is not padded to its pair's longer one."""
+    sequences, where = _distinct_sequences(rows)
+    collator = PointwiseCollator(pad_token_id)
+    policy, tokens = np.zeros(len(sequences)), np.zeros(len(sequences), dtype=np.int64)
+    ref = np.zeros(len(sequences)) if reference is not None else None
     ref_model = reference if reference is not None and not isinstance(reference, str) else None
+    batches = length_sorted_batches(sequences, 2 * batch_size)
     with _inference(*([model] + ([ref_model] if ref_model is not None else []))):
-        for chunk in length_sorted_batches(rows, batch_size):
-            batch = collator([rows[i] for i in chunk])
-            k = len(chunk)
+        for chunk in batches:
+            batch = collator([sequences[i] for i in chunk])
             out = _logps(model, batch, "sum")
-            values = out.logps.double().cpu().numpy()
-            policy[chunk] = np.stack([values[:k], values[k:]], axis=1)
-            counts = out.num_tokens.cpu().numpy()
-            tokens[chunk] = np.stack([counts[:k], counts[k:]], axis=1)
+            policy[chunk] = out.logps.double().cpu().numpy()
+            tokens[chunk] = out.num_tokens.cpu().numpy()
             if ref is None:
                 continue
             if ref_model is not None and ref_model is not model:
@@ -206,9 +225,9 @@ def _pair_logps(model, rows: list[dict], collator, batch_size: int, reference) -
             else:
                 with model.disable_adapter():
                     r = _logps(model, batch, "sum").logps
-            r = r.double().cpu().numpy()
-            ref[chunk] = np.stack([r[:k], r[k:]], axis=1)
-    return {"policy": policy, "tokens": tokens, "reference": ref}
+            ref[chunk] = r.double().cpu().numpy()
+    return {"policy": policy[where], "tokens": tokens[where], "reference": None if ref is None else ref[where],
+            "sequences": len(sequences), "batch_lengths": batch_sequence_lengths(sequences, batches)}
 
 
 def _outcomes(margins: np.ndarray, tolerance: float = 0.0) -> list[float]:
@@ -235,9 +254,10 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
 
     Returns ``{"accuracy", "margin_mean", "num_pairs", "ties", "ranking", "logp_reduction", "beta",
     "reference_cache", "outcomes", "headline_accuracy", "headline_margin_mean", "headline_ties",
-    "headline_outcomes", "headline_note", "chosen_nll", "chosen_tokens", "batch_lengths"}``: ``outcomes``
-    1/0.5/0 per pair in row order; ``reference_cache`` ``hit``, ``miss`` or None (no cache or no reference
-    used); ``batch_lengths`` the sequence lengths of each batch of the pass (its padding).
+    "headline_outcomes", "headline_note", "chosen_nll", "chosen_tokens", "batch_lengths",
+    "sequences_scored"}``: ``outcomes`` 1/0.5/0 per pair in row order; ``reference_cache`` ``hit``, ``miss``
+    or None (no cache or no reference used); ``batch_lengths`` the sequence lengths of each batch of the
+    pass (its padding); ``sequences_scored`` the distinct sequences the pass scored.
     """
     _check_batch_size(batch_size)
     uses_reference, default_reduction = ranking_for(method)
@@ -264,7 +284,7 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
                 raise ValueError(f"{method} ranks pairs by its implicit reward, which needs a reference: pass "
                                  "reference='adapters' (a peft model) or a reference model")
             raise ValueError("reference='adapters' needs a peft (LoRA) model; pass the reference model instead")
-    passes = _pair_logps(model, rows, PairwiseCollator(_pad_id(model, pad_token_id)), batch_size, source)
+    passes = _pair_logps(model, rows, _pad_id(model, pad_token_id), batch_size, source)
     policy, tokens = passes["policy"], passes["tokens"]
     ref = cached if cached is not None else passes["reference"]
     if passes["reference"] is not None and reference_cache is not None:
@@ -291,7 +311,7 @@ def preference_accuracy(model, dataset, *, method: str, beta: float = 0.1, refer
         "headline_accuracy": None, "headline_margin_mean": None, "headline_ties": None, "headline_outcomes": None,
         "headline_note": None if ref is not None or not headline else f"no headline: {note}",
         "chosen_nll": (-policy[:, 0]).tolist(), "chosen_tokens": tokens[:, 0].tolist(),
-        "batch_lengths": batch_sequence_lengths(rows, length_sorted_batches(rows, batch_size)),
+        "batch_lengths": passes["batch_lengths"], "sequences_scored": passes["sequences"],
     }
     if headline and ref is not None:
         ratio = per_token(policy - ref)
