@@ -104,13 +104,17 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def score(model, rows, batches, pad_id):
-    """The pairwise policy pass over the given batches (sequence sums), as evaluation runs it."""
-    collator = PairwiseCollator(pad_id)
+def score(model, rows, batches, pad_id) -> np.ndarray:
+    """The pair-batched policy pass over the given batches (each pair's chosen and rejected in one batch,
+    as evaluation ran it before the distinct-sequence cut): (n, 2) sequence sums in row order."""
+    collator, sums = PairwiseCollator(pad_id), np.zeros((len(rows), 2))
     with torch.no_grad():
         for batch_ids in batches:
             batch = collator([rows[i] for i in batch_ids])
-            model_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], reduction="sum")
+            v = model_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                            reduction="sum").logps.double().numpy()
+            sums[batch_ids] = np.stack([v[:len(batch_ids)], v[len(batch_ids):]], axis=1)
+    return sums
 
 
 def raw_generate(model, tokenizer, prompt_ids, *, batch_size, max_new_tokens, use_cache, eos):
@@ -337,18 +341,7 @@ def bench_distinct_sequences(policy, tokenizer, dataset, n_pairs, ebs, lengths, 
     rows = tokenize_dataset(pairs, tokenizer, "pairwise", **lengths).select_columns(
         ["prompt_ids", "chosen_ids", "rejected_ids"]).to_list()
     pad, batches = tokenizer.pad_token_id, length_sorted_batches(rows, ebs)
-
-    def before():
-        collator, sums = PairwiseCollator(pad), np.zeros((len(rows), 2))
-        with torch.no_grad():
-            for chunk in batches:
-                batch = collator([rows[i] for i in chunk])
-                v = model_logps(policy, batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                reduction="sum").logps.double().numpy()
-                sums[chunk] = np.stack([v[:len(chunk)], v[len(chunk):]], axis=1)
-        return sums
-
-    old, t_before = timed(before)
+    old, t_before = timed(lambda: score(policy, rows, batches, pad))
     new, t_after = timed(lambda: _pair_logps(policy, rows, pad, ebs, None))
     return {
         "pairs": len(rows), "batch_size_pairs": ebs,

@@ -209,6 +209,12 @@ def _labels(record: Mapping) -> str | None:
     return choices[0] if choices else None
 
 
+def data_options_only(overrides: Mapping) -> bool:
+    """Whether a variant's overrides change only what data it reads (QA-feedback's binary labels), never a
+    training hyperparameter: such a run stands for its plain method in a claim (sweeps are other runs)."""
+    return not set(overrides) - {"data_options", "labels"}
+
+
 def _matches(record: Mapping, method: str, dataset: str, labels: str | None, experiments) -> bool:
     if record.get("dataset") != dataset:
         return False
@@ -218,10 +224,8 @@ def _matches(record: Mapping, method: str, dataset: str, labels: str | None, exp
     if base != method:
         return False
     if labels is not None:
-        # a labels variant may carry its own label (e.g. pointwise_dpo@labels=binary): only data options
-        # may differ from the plain method, never a training hyperparameter (sweeps are other runs)
-        extra = set(record.get("overrides") or {}) - {"data_options", "labels"}
-        return not extra and _labels(record) == labels
+        # a labels variant may carry its own label (e.g. pointwise_dpo@labels=binary)
+        return data_options_only(record.get("overrides") or {}) and _labels(record) == labels
     return record.get("method") == method
 
 

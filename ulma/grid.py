@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from ulma import data
 from ulma.catalog import EXPERIMENTS, get_experiment, run_budget, run_profile
-from ulma.claims import claim_arms
+from ulma.claims import claim_arms, data_options_only
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.files import portable_path
@@ -187,16 +187,10 @@ def run_seeds(prof: Profile, exp, dataset: str, label: str) -> list[int]:
     >= 3 seeds there, >= 1 for the rest; the base model trains nothing, so one seed is all of it)."""
     variant = exp.variant(label, prof)
     seeds = list(prof.experiments.seeds)
-    if (data_options_only(variant) and get_method(variant.method).trains
+    if (data_options_only(variant.overrides) and get_method(variant.method).trains
             and (dataset, variant.method) in claim_arms()):
         seeds += [s for s in prof.experiments.claim_seeds if s not in seeds]
     return seeds
-
-
-def data_options_only(variant) -> bool:
-    """True for a plain method or one that differs only in its data options (QA-feedback's binary labels):
-    the same training, so a claim may compare it (``ulma.claims``); a sweep changes a hyperparameter."""
-    return set(variant.overrides) <= {"data_options"}
 
 
 def runs_on(variant, dataset: str) -> bool:

@@ -229,9 +229,9 @@ def _fit_logistic(params: np.ndarray, x: np.ndarray, y: np.ndarray, *, max_iter:
     handful of steps; a claim's bootstrap fits 2,000 of these, and scipy's general-purpose L-BFGS-B (the
     fit before) took several times as long (`benchmarks/bench_claims.py` measures both). The loss is
     strictly convex (the slope ridge; the intercept stays bounded since the targets are not all equal and
-    x is not constant), so the search converges from any start. It ends
-    with a full step once the Newton decrement is tiny (quadratic convergence: the parameters are then
-    exact to rounding), or where no step lowers the loss any more (the minimum, to float precision).
+    x is not constant), so the search converges from any start. It ends with a full step once the Newton
+    decrement is tiny (quadratic convergence: the parameters are then exact to rounding), or where no step
+    lowers the loss any more (the minimum, to float precision).
     """
     n = x.size
     loss, grad = _logistic_loss(params, x, y)
