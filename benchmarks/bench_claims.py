@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 from scipy import optimize  # noqa: E402
 
-from ulma import claims, stats  # noqa: E402
+from ulma import claims, selection, stats  # noqa: E402
 
 
 def lbfgsb_fit(params, x, y, **_):
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
 
-    records = claims.load_records(args.profile, args.results_dir)
+    records = selection.load_records(args.profile, args.results_dir)
     newton = stats._fit_logistic
     order = [("lbfgsb", lbfgsb_fit), ("newton", newton), ("newton", newton), ("lbfgsb", lbfgsb_fit)]
     times: dict[str, list[tuple[float, float]]] = {"lbfgsb": [], "newton": []}

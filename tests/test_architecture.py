@@ -3,7 +3,7 @@ every name docs/DESIGN.md cites exists.
 
 Layers, lowest first (a module may import its own layer and those below, never one above):
 logprobs/files/stats/checks → losses (registry) → data/batching/models/config → reference/runs → rlhf → trainer →
-scoring → evaluation/judges → the experiment layer (catalog, store, analysis, claims → grid → report,
+scoring → evaluation/judges → the experiment layer (catalog, store, analysis, selection, claims → grid → report,
 reproduce, readout → experiments → figures, notebook) → cli. The library (everything below the experiment
 layer) never imports it. A subpackage (ulma/data/, ulma/judges/) is one node: its files' imports are its
 imports.
@@ -29,7 +29,7 @@ LAYERS = [
     {"trainer"},
     {"scoring"},
     {"evaluation", "judges"},
-    {"catalog", "store", "analysis", "claims"},  # the experiment layer starts here
+    {"catalog", "store", "analysis", "selection", "claims"},  # the experiment layer starts here
     {"grid"},
     {"report", "reproduce", "readout"},
     {"experiments"},

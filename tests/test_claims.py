@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ulma import claims
+from ulma import claims, selection
 from ulma.claims import Claim, evaluate_claim, evaluate_claims, verdict
 
 IDS = [f"p{i:03d}" for i in range(400)]
@@ -207,7 +207,7 @@ def test_reading_is_computed_from_the_row():
 def test_the_first_mini_records_degrade_to_not_measured(tmp_path):
     """The first one-seed HH records (tests/fixtures/old_protocol/, trained before the protocol): no claim
     can be decided from them, and each row says why."""
-    records = claims.load_records("mini", Path(__file__).parent / "fixtures" / "old_protocol")
+    records = selection.load_records("mini", Path(__file__).parent / "fixtures" / "old_protocol")
     assert len(records) == 7
     rows = evaluate_claims(records)
     assert [r["claim"] for r in rows] == [c.id for c in claims.CLAIMS]

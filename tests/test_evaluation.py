@@ -559,3 +559,7 @@ def test_the_offline_judge_learns_each_datasets_own_criterion():
         assert judge_options("minilm_harmlessness", dataset=dataset, profile=mini, data_dir=None)["dataset"] == "hh"
     assert "dataset" in judge_option_names("minilm_harmlessness")  # get_judge takes it
     assert judge_options("llm", dataset="qa_feedback", profile=mini, data_dir=None)["criterion"] == "helpfulness"
+    # a dataset of the user's own files (no built-in source): harmlessness, judged by the HH head
+    own = judge_options("llm", dataset="data/mine.jsonl", profile=mini, data_dir=None)
+    assert own["criterion"] == "harmlessness"
+    assert judge_options("minilm_harmlessness", dataset="data/mine.jsonl", profile=mini, data_dir=None)["dataset"] == "hh"

@@ -328,6 +328,22 @@ def test_grid_plans_with_measured_costs_and_train_false_trains_nothing(fake, tin
     assert grid.estimate_seconds(costs, "ulma", 6, 4, ev) == pytest.approx(30.0 + 6 * 4 * 3.75 + evaluation)
     assert grid.estimate_seconds(costs, "base", 0, 0, ev) == pytest.approx(evaluation)  # trains nothing
     assert grid.estimate_seconds({}, "ulma", 6, 4, ev) is None  # nothing measured
+    # the same rates per dataset (only HH ran here); a dataset's own rates win over the pooled ones: another
+    # dataset's ulma runs at 1 s a sequence after 10 s of setup, its evaluation 0.25 s a pair over 40 pairs
+    assert costs["hh/ulma"] == costs["ulma"] and costs["hh/*"] == costs["*"]
+    qa = {**costs, "qa_feedback/ulma": {"setup_s": 10.0, "s_per_sequence": 1.0},
+          "qa_feedback/*": {"s_per_pair": 0.25, f"pairs:{ev.test_split}": 40.0}}
+    qa_pairs = min(40, ev.max_eval_samples or 40)
+    qa_evaluation = qa_pairs * 0.25 + ev.num_generations * ev.max_new_tokens * 0.5 + 4.0  # the rest: pooled
+    assert grid.estimate_seconds(qa, "ulma", 6, 4, ev, "qa_feedback") == pytest.approx(
+        10.0 + 6 * 4 * 1.0 + qa_evaluation)
+    assert grid.estimate_seconds(qa, "ulma", 6, 4, ev, "hh") == pytest.approx(30.0 + 6 * 4 * 3.75 + evaluation)
+    # a method not measured on the dataset: its own pooled rate, else the dataset's pooled one (setup: pooled)
+    qa = {**costs, "qa_feedback/*": {**qa["qa_feedback/*"], "s_per_sequence": 9.0}}
+    assert grid.estimate_seconds(qa, "ulma", 6, 4, ev, "qa_feedback") == pytest.approx(
+        30.0 + 6 * 4 * 3.75 + qa_evaluation)
+    assert grid.estimate_seconds(qa, "sft", 6, 4, ev, "qa_feedback") == pytest.approx(
+        30.0 + 6 * 4 * 9.0 + qa_evaluation)
     planned = grid.plan(tiny, "04_ulma", ["hh"], ["ulma", "sft"], [0, 5], results_dir=results)
     assert [(p["method"], p["seed"], p["done"]) for p in planned] == [
         ("ulma", 0, True), ("ulma", 5, False), ("sft", 0, False), ("sft", 5, False)]

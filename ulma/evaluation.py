@@ -40,17 +40,20 @@ MAX_TRUNCATED_FRACTION = 0.05
 # generations.jsonl that `ulma.notebook.sample_generations` reads), so that notebooks can show the same
 # prompts' replies of every method side by side from results/ alone (the full set: generations.jsonl)
 NUM_SAMPLES = 8
-# The pairs the offline MiniLM judge learns from, per run dataset: QA-feedback's answers are judged by a head
-# trained on its own human comparisons (helpfulness and correctness, the paper's criterion there); HH,
-# Golden HH (whose test prompts are HH's: one judge scores both, so their scores subtract) and red-team
-# by the HH harmlessness head.
-MINILM_JUDGE_DATA = {"qa_feedback": "qa_feedback"}
 
 
 def judge_criterion(dataset: str) -> str:
-    """What a judge rates on `dataset`: helpfulness on QA-feedback (answers to questions), else
-    harmlessness (HH, Golden HH, red-team), as the paper's GPT-4 judge did."""
-    return "helpfulness" if dataset == "qa_feedback" else "harmlessness"
+    """What a judge rates on `dataset` (`ulma.data.Source.criterion`): helpfulness on QA-feedback, else
+    harmlessness (HH, Golden HH, red-team, and a dataset of the user's own files)."""
+    source = _data.SOURCES.get(str(dataset))
+    return source.criterion if source is not None else "harmlessness"
+
+
+def judge_pairs(dataset: str) -> str:
+    """The built-in dataset whose human pairs train the offline MiniLM judge of a `dataset` run
+    (`ulma.data.Source.judge_pairs`): QA-feedback's own for QA-feedback, else HH's."""
+    source = _data.SOURCES.get(str(dataset))
+    return source.judge_pairs if source is not None else "hh"
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -58,8 +61,8 @@ def judge_options(name: str, *, dataset: str, profile, data_dir: str | None) -> 
     """The options `evaluate_run` passes to `ulma.judges.get_judge(name, ...)` for a run.
 
     ``llm``: the criterion (helpfulness for QA-feedback, else harmlessness); ``reward_model``: the profile's
-    ``eval.judge_model``; ``minilm_harmlessness``: the human pairs of `MINILM_JUDGE_DATA` (QA-feedback's
-    own for a QA-feedback run, else HH's) in the profile's train / test splits under the run's data root.
+    ``eval.judge_model``; ``minilm_harmlessness``: the human pairs of `judge_pairs` (QA-feedback's own for a
+    QA-feedback run, else HH's) in the profile's train / test splits under the run's data root.
     A profile's ``eval.judge_options`` (when its EvalConfig has that field) come last.
     """
     options: dict[str, Any] = {}
@@ -69,7 +72,7 @@ def judge_options(name: str, *, dataset: str, profile, data_dir: str | None) -> 
         options = {"model": profile.eval.judge_model}
     elif name == "minilm_harmlessness":
         options = {"data_dir": data_dir, "train_split": profile.train.train_split,
-                   "test_split": profile.eval.test_split, "dataset": MINILM_JUDGE_DATA.get(dataset, "hh")}
+                   "test_split": profile.eval.test_split, "dataset": judge_pairs(dataset)}
     return {**options, **(getattr(profile.eval, "judge_options", None) or {})}
 
 

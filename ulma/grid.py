@@ -20,11 +20,12 @@ import statistics
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from ulma import data
 from ulma.catalog import EXPERIMENTS, get_experiment, run_budget, run_profile
-from ulma.claims import claim_arms, data_options_only
+from ulma.claims import claim_arms
+from ulma.selection import data_options_only
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.files import portable_path
@@ -103,9 +104,11 @@ def _loop(record: Mapping) -> tuple[float, int, int] | None:
     return (float(seconds), int(steps), int(n)) if seconds and steps and n else None
 
 
-def measured_costs(results_dir, profile: str) -> dict[str, dict[str, float]]:
+def measured_costs(results_dir, profile: str, exclude: Collection[str] = ()) -> dict[str, dict[str, float]]:
     """Unit costs measured by this profile's records that trained and evaluated (reused ones excluded),
-    medians, by base method and under "*" over every method:
+    medians, by base method and under "*" over every method, and the same per dataset under
+    ``<dataset>/<method>`` and ``<dataset>/*`` (a dataset's sequence lengths and distinct replies set its
+    rates: QA-feedback's evaluation scores far fewer distinct sequences per pair than HH's):
 
     - ``setup_s``: training time outside the loop (loading, the cached reference pass; RLHF's reward model);
     - ``s_per_sequence``: the loop's seconds per training sequence (steps × sequences per step);
@@ -113,17 +116,22 @@ def measured_costs(results_dir, profile: str) -> dict[str, dict[str, float]]:
       budget (prompts × max_new_tokens: a batch runs until its last row ends); ``other_s``: the rest of an
       evaluation (perplexity pass, judge);
     - ``pairs:<split>``: the test pairs a split holds (evaluation scores at most that many).
+
+    `exclude`: config hashes whose records are left out (`benchmarks/bench_plan.py` estimates each record
+    from the others).
     """
     samples: dict[str, dict[str, list[float]]] = {}
 
     def add(method: str, name: str, value: float) -> None:
-        for key in (method, "*"):
+        for key in {method, "*", f"{dataset}/{method}", f"{dataset}/*"}:
             samples.setdefault(key, {}).setdefault(name, []).append(value)
 
     for path in sorted((Path(results_dir) / profile).glob("*/*.json")):
         record = read_record(path) or {}
         timings, method = record.get("timings") or {}, record.get("base_method", "?")
-        if record.get("status") != "done" or record.get("reused_from") or "train_s" not in timings:
+        dataset = record.get("dataset", "?")
+        if (record.get("status") != "done" or record.get("reused_from") or "train_s" not in timings
+                or record.get("config_hash") in exclude):
             continue
         loop = _loop(record) if method in METHODS and get_method(method).trains else None
         if loop is not None:
@@ -145,12 +153,17 @@ def measured_costs(results_dir, profile: str) -> dict[str, dict[str, float]]:
 
 
 def estimate_seconds(costs: Mapping[str, Mapping[str, float]], method: str, steps: int | None, sequences: int,
-                     ev) -> float | None:
-    """A planned run's time from `measured_costs`: setup + steps × sequences × s_per_sequence (the method's
-    own rates, else every method's) + its evaluation (test pairs × s_per_pair + prompts × max_new_tokens ×
-    s_per_new_token + other_s). None when nothing was measured."""
-    own, every = costs.get(method, {}), costs.get("*", {})
-    rate = lambda name: own.get(name, every.get(name))  # noqa: E731
+                     ev, dataset: str | None = None) -> float | None:
+    """A planned run's time from `measured_costs`: setup + steps × sequences × s_per_sequence + its
+    evaluation (test pairs × s_per_pair + prompts × max_new_tokens × s_per_new_token + other_s). Each rate
+    is the most specific measured: the method's on this dataset, the method's, every method's on this
+    dataset, every method's (an evaluation's: this dataset's, else every one's). None when nothing was
+    measured."""
+    order = [f"{dataset}/{method}", method, f"{dataset}/*", "*"]
+    rate = lambda name, keys=order: next(  # noqa: E731
+        (costs[k][name] for k in keys if name in costs.get(k, {})), None)
+    evaluation = lambda name: rate(name, [f"{dataset}/*", "*"])  # noqa: E731
+    every = costs.get("*", {})
     if not every:
         return None
     seconds = 0.0
@@ -159,14 +172,22 @@ def estimate_seconds(costs: Mapping[str, Mapping[str, float]], method: str, step
             return None
         seconds += (rate("setup_s") or 0.0) + steps * sequences * rate("s_per_sequence")
     # the split's measured size, else the most the evaluation scores (else any split's: a guess)
-    pairs = every.get(f"pairs:{ev.test_split}", ev.max_eval_samples or statistics.median(
-        [v for k, v in every.items() if k.startswith("pairs:")] or [0.0]))
+    pairs = evaluation(f"pairs:{ev.test_split}") or ev.max_eval_samples or statistics.median(
+        [v for k, v in every.items() if k.startswith("pairs:")] or [0.0])
     pairs = min(pairs, ev.max_eval_samples) if ev.max_eval_samples else pairs
-    seconds += (pairs or 0.0) * (every.get("s_per_pair") or 0.0)
+    seconds += (pairs or 0.0) * (evaluation("s_per_pair") or 0.0)
     # num_generations None: every test prompt, about as many as the test pairs
     generated = (ev.num_generations if ev.num_generations is not None else pairs or 0) * ev.max_new_tokens
-    seconds += generated * (every.get("s_per_new_token") or 0.0) + (every.get("other_s") or 0.0)
+    seconds += generated * (evaluation("s_per_new_token") or 0.0) + (evaluation("other_s") or 0.0)
     return seconds
+
+
+def run_estimate(costs: Mapping[str, Mapping[str, float]], prof: Profile, exp, rprof: Profile, method: str,
+                 dataset: str) -> float | None:
+    """`estimate_seconds` of one run of a grid (`rprof`: its run profile), at its budget of steps."""
+    budget = run_budget(prof, exp, rprof, method)
+    steps = budget["steps"] or _epoch_steps(rprof, method)
+    return estimate_seconds(costs, method, steps, budget["sequences_per_step"], rprof.eval, dataset)
 
 
 def estimate_gaps(costs: Mapping[str, Mapping[str, float]], method: str, ev) -> list[str]:
@@ -204,8 +225,8 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
     """The runs of a grid, each {dataset, method, seed, base_method, done, reused, skip, estimate_s}: `done`
     when a fresh record exists (nothing to train); `reused` the record of the same config that another
     experiment holds (nothing to train either: `run_one` copies it), else None; `estimate_s` from
-    `measured_costs` (the method's median, else every method's, else None) for the runs to train, 0 for the
-    reused and skipped ones. `seeds` None: `run_seeds` of each (dataset, variant)."""
+    `measured_costs` (the most specific rates measured, `estimate_seconds`; None when nothing was measured)
+    for the runs to train, 0 for the reused and skipped ones. `seeds` None: `run_seeds` of each (dataset, variant)."""
     prof, exp = as_profile(profile), get_experiment(experiment)
     costs = measured_costs(resolve_path(results_dir), prof.name)
     recorded = recorded_configs(resolve_path(results_dir) / prof.name, force)
@@ -221,10 +242,8 @@ def plan(profile: str | Profile, experiment: str, datasets: list[str], methods: 
                 skip = None if done or reused else (not_applicable(dataset, variant.method) or dataset_unavailable(
                     dataset, get_method(variant.method).data_kind, rprof.train.train_split, resolved_data,
                     rprof.train.data_options))
-                budget = run_budget(prof, exp, rprof, variant.method)
-                steps = budget["steps"] or _epoch_steps(rprof, variant.method)
-                estimate = None if done else 0.0 if skip or reused else estimate_seconds(
-                    costs, variant.method, steps, budget["sequences_per_step"], rprof.eval)
+                estimate = None if done else 0.0 if skip or reused else run_estimate(
+                    costs, prof, exp, rprof, variant.method, dataset)
                 gaps = estimate_gaps(costs, variant.method, rprof.eval) if estimate else []
                 rows.append({"dataset": dataset, "method": label, "seed": seed, "base_method": variant.method,
                              "done": done, "reused": reused, "skip": skip, "estimate_s": estimate,

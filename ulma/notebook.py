@@ -19,7 +19,7 @@ import warnings
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ulma import claims
+from ulma import claims, selection
 from ulma.catalog import budget_of, matched_steps, sequences_per_step
 from ulma.evaluation import judge_criterion
 from ulma.experiments import EXPERIMENTS, as_profile, resolve_path
@@ -236,7 +236,7 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         done = part[part["status"] == "done"]
         if done.empty:
             continue
-        # a run whose objective did not move (ulma.claims.training_problem) is named, never ranked
+        # a run whose objective did not move (ulma.selection.training_problem) is named, never ranked
         stuck = done[done["training_problem"].notna()] if "training_problem" in done else done.iloc[:0]
         done = done[~done.index.isin(stuck.index)]
         if done.empty:
@@ -299,7 +299,7 @@ def _claims_of(experiment: str) -> list:
 
 def claims_rows(profile, experiment: str | None = None, results_dir="results") -> list[dict]:
     """The claims table's rows (`ulma.claims.evaluate_claims`) of every claim, or of those `experiment` covers."""
-    records = claims.load_records(_profile_name(profile), resolve_path(results_dir))
+    records = selection.load_records(_profile_name(profile), resolve_path(results_dir))
     chosen = claims.CLAIMS if experiment is None else _claims_of(experiment)
     return claims.evaluate_claims(records, chosen) if chosen else []
 

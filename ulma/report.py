@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ulma import claims, stats
+from ulma import claims, selection, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
 from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
 from ulma.grid import NOT_LOADABLE_HERE, plan_profile, to_train
@@ -147,13 +147,13 @@ def _budget_and_training(record: dict) -> dict[str, Any]:
     out = {"budget": budget["label"], "sequences_per_step": n, "loss_change": None, "training_problem": None}
     if record.get("status") != "done":
         return out
-    ends = claims.objective_endpoints(record)
+    ends = selection.objective_endpoints(record)
     if ends is not None:
         try:
             out["loss_change"] = stats.did_not_train(ends[0], ends[1]).changes.get("loss (relative)")
         except ValueError:
             pass
-    out["training_problem"] = claims.training_problem(record)
+    out["training_problem"] = selection.training_problem(record)
     return out
 
 

@@ -75,6 +75,11 @@ class Source:
     options: dict[str, tuple]
     mini_test: tuple[int, int]  # (test examples, pool examples): the mini division's test share
     views: tuple[str, ...] = VIEWS
+    # what a judge rates in this dataset's replies (the paper's GPT-4 judge: helpfulness on QA-feedback's
+    # answers, harmlessness on the HH family), and whose human pairs the offline judge head learns it from:
+    # Golden HH's test prompts are HH's, so one HH head scores both and their scores subtract
+    criterion: str = "harmlessness"
+    judge_pairs: str = "hh"
 
 
 _HH_HUB = "hf://datasets/Anthropic/hh-rlhf"
@@ -115,6 +120,8 @@ SOURCES: dict[str, Source] = {
         fields=_QA_FIELDS,
         options={"on_bad_row": _BAD, "labels": ("binary", "continuous")},
         mini_test=(100, 500),
+        criterion="helpfulness",
+        judge_pairs="qa_feedback",
     ),
 }
 
