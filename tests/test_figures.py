@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ulma import experiments, figures, notebook, readout
+from ulma import experiments, figures, notebook, readout, report
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKE = re.compile(r"\b[a-z]+_[a-z0-9_]+\b")
@@ -21,7 +21,7 @@ def _write(results: Path, experiment: str, dataset: str, method: str, seed: int 
            reason: str | None = None, wins: int = 32, ties: int = 0, judged: int = 64, accuracy: float = 0.6,
            pairs: int = 100, perplexity: float = 15.0, judge_accuracy: float = 0.6, history=None, generations=None,
            note: str = "", beta: float = 0.1, c: float = 0.0, train_s: float = 100.0, lc: float | None = None,
-           headline: float | None = None):
+           headline: float | None = None, reward_model_accuracy: float | None = None):
     """A run record with the fields the figures read (the schema of ulma.experiments.run_one)."""
     record = {"dataset": dataset, "method": method, "base_method": method.split("@")[0], "seed": seed,
               "status": status, "reason": reason, "note": note, "config": {"train": {"beta": beta, "c": c}}}
@@ -39,6 +39,8 @@ def _write(results: Path, experiment: str, dataset: str, method: str, seed: int 
             record["metrics"]["eval"]["lc_win_rate"] = lc
         if headline is not None:
             record["metrics"]["eval"]["preference_accuracy_headline"] = headline
+        if reward_model_accuracy is not None:
+            record["metrics"]["train"]["reward_model"] = {"accuracy": reward_model_accuracy}
         if generations is not None:
             record["generations"] = generations
     path = experiments.result_path(results, "tiny", experiment, dataset, method, seed)
@@ -261,6 +263,22 @@ def test_reading_says_when_the_judge_is_no_better_than_chance(tmp_path):
     _write(tmp_path, "04_ulma", "qa_feedback", "sft", status="skipped", reason="not run yet")
     assert "**QA-feedback**: 1 method measured" in notebook.reading("tiny", "04_ulma", tmp_path)
     assert "weak evidence" not in text
+
+
+def test_reading_gives_rlhfs_reward_model_accuracy_and_flags_one_at_chance(tmp_path):
+    """PPO follows its reward model: the reading gives each seed's held-out accuracy, and names a seed whose
+    reward model is no better than chance (the mini HH RLHF seed 1's: 38.3 %); the table has the column."""
+    for seed, accuracy in ((0, 0.588), (1, 0.383), (2, 0.569)):
+        _write(tmp_path, "04_ulma", "hh", "rlhf", seed, wins=30, judge_accuracy=0.9, reward_model_accuracy=accuracy)
+    _write(tmp_path, "04_ulma", "hh", "ulma", wins=40, judge_accuracy=0.9)
+    text = notebook.reading("tiny", "04_ulma", tmp_path)
+    assert ("RLHF's reward model ranks held-out human pairs right in 58.8% (seed 0), 38.3% (seed 1), 56.9% (seed 2); "
+            "seed 1: no better than chance") in text
+    table = report.experiment_table("tiny", "04_ulma", tmp_path).set_index("method")
+    assert table.loc["rlhf", "reward_model_accuracy"] == pytest.approx((0.588 + 0.383 + 0.569) / 3)
+    assert math.isnan(table.loc["ulma", "reward_model_accuracy"])
+    _write(tmp_path, "04_ulma", "hh", "rlhf", 1, wins=30, judge_accuracy=0.9, reward_model_accuracy=0.55)
+    assert "no better than chance" not in notebook.reading("tiny", "04_ulma", tmp_path)
 
 
 def test_reading_leads_with_the_protocols_headlines(tmp_path):

@@ -270,6 +270,7 @@ def reading(profile, experiment: str, results_dir="results") -> str:
         elif judged_metrics and len(accuracy) and accuracy.mean() < WEAK_JUDGE:
             lines.append(f"- The judge agrees with human labels on only {accuracy.mean():.1%} of held-out pairs "
                          f"(below {WEAK_JUDGE:.0%}): its win rates are weak evidence of {judge_criterion(dataset)}.")
+        lines += _reward_model_lines(done)
         if len(stuck):
             lines.append("- **Did not train** (objective below the thresholds of `ulma.stats.did_not_train`; not "
                          "ranked above): " + ", ".join(sorted({method_name(m) for m in stuck["method"]}))
@@ -279,6 +280,24 @@ def reading(profile, experiment: str, results_dir="results") -> str:
     if missing:
         parts.append("Datasets without results: " + "; ".join(missing) + ".")
     return "\n\n".join(parts)
+
+
+def _reward_model_lines(done: pd.DataFrame) -> list[str]:
+    """RLHF's reward models on held-out human pairs, per seed: PPO follows that signal, so a reward model
+    no better than chance (≤ 50 %, as for a judge) trained its policy toward no human preference at all."""
+    if "reward_model_accuracy" not in done:
+        return []
+    rows = done[done["reward_model_accuracy"].notna()].sort_values("seed")
+    if rows.empty:
+        return []
+    each = ", ".join(f"{a:.1%} (seed {int(s)})" for a, s in zip(rows["reward_model_accuracy"], rows["seed"]))
+    line = f"- RLHF's reward model ranks held-out human pairs right in {each}"
+    blind = rows[rows["reward_model_accuracy"] <= CHANCE["win_rate"]]
+    if len(blind):
+        seeds = ", ".join(str(int(s)) for s in blind["seed"])
+        line += (f"; seed{'s' if len(blind) > 1 else ''} {seeds}: no better than chance, so that PPO run followed "
+                 "a reward that does not track the human labels")
+    return [line + "."]
 
 
 # ------------------------------------------------------------------------------------------ claims

@@ -36,6 +36,8 @@ METRICS: dict[str, tuple[str, ...]] = {
     "lose": ("metrics.eval.losses",),
     "judge_score": ("metrics.eval.judge_score",),
     "judge_accuracy": ("metrics.eval.judge_info.accuracy",),  # the judge's held-out pairwise accuracy
+    # RLHF: its reward model's held-out pairwise accuracy (the signal PPO follows; 0.5 is chance)
+    "reward_model_accuracy": ("metrics.train.reward_model.accuracy", "metrics.train.reward_model_accuracy"),
     "truncated_fraction": ("metrics.eval.truncated_fraction",),  # replies that hit max_new_tokens (no EOS)
     "mean_reply_tokens": ("metrics.eval.mean_reply_tokens",),
     "train_s": ("timings.train_s",),
@@ -64,8 +66,8 @@ BUDGET = ["budget", "steps", "sequences_per_step"]  # how much each run trained 
 TEXT_COLUMNS = ("note", "budget")  # per-run text, the first run's shown
 # the columns of each experiment's table (tests/test_notebooks.py checks the written CSVs start with these)
 TABLE_COLUMNS: dict[str, list[str]] = {
-    "03_pointwise_dpo": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "result"],
-    "04_ulma": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "result"],
+    "03_pointwise_dpo": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "reward_model_accuracy", "result"],
+    "04_ulma": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "reward_model_accuracy", "result"],
     "05_golden_hh": ["dataset", "method", "seeds", *BUDGET, *QUALITY, "result"],
     "06_ablations": ["dataset", "method", "note", "beta", "c", "seeds", *BUDGET, *QUALITY, "final_loss", "result"],
     "06_calibration": ["dataset", "method", "learning_rate", "beta", "seeds", *BUDGET, "final_loss", "loss_change",
@@ -79,7 +81,9 @@ CAPTIONS = {  # what a reader needs to read the columns (notebooks show it under
                "token-mean for the point-wise methods; log-likelihood for SFT): not comparable across methods. "
                "`lc_win_rate` is the judge's win rate against the dataset's reply read at zero length gap (a "
                "logistic regression of the verdict on the character-length difference); `truncated_fraction` "
-               "the share of replies that hit the token budget. `budget`, `steps`, `sequences_per_step`: how "
+               "the share of replies that hit the token budget; `reward_model_accuracy` RLHF's reward model on "
+               "held-out human pairs (the signal its PPO follows; 0.5 is chance). `budget`, `steps`, "
+               "`sequences_per_step`: how "
                "much each run trained. `result`: `did not train` when the run's objective did not move past "
                "the thresholds of `ulma.stats.did_not_train` (such a row is not ranked).",
 }
