@@ -25,7 +25,7 @@ LAYERS = [
     {"losses", "rl_losses"},
     {"config", "data", "batching", "models"},
     {"reference", "kl_partners", "runs", "reward_model"},
-    {"rlhf", "loss_trainer"},
+    {"rlhf", "loss_config", "loss_trainer"},
     {"trainer"},
     {"scoring"},
     {"evaluation", "judges"},

@@ -26,7 +26,8 @@ from ulma.batching import PairwiseCollator, PointwiseCollator, tokenize_dataset
 from ulma.config import Profile, TrainConfig, load_profile, train_config_for
 from ulma.files import dataset_content_hash, portable_path
 from ulma.kl_partners import KLPairsCollator, add_kl_partners
-from ulma.loss_trainer import METHOD_FIELDS, ULMAConfig, ULMATrainer
+from ulma.loss_config import METHOD_FIELDS, ULMAConfig
+from ulma.loss_trainer import ULMATrainer
 from ulma.losses import Method, get_method
 from ulma.models import load_model_and_tokenizer, model_identity, resolve_model_path, tiny_config, tiny_tokenizer
 from ulma.reference import REFERENCE_MODES, weights_fingerprint
