@@ -83,8 +83,7 @@ CAPTIONS = {  # what a reader needs to read the columns (notebooks show it under
                "logistic regression of the verdict on the character-length difference); `truncated_fraction` "
                "the share of replies that hit the token budget; `reward_model_accuracy` RLHF's reward model on "
                "held-out human pairs (the signal its PPO follows; 0.5 is chance). `budget`, `steps`, "
-               "`sequences_per_step`: how "
-               "much each run trained. `result`: `did not train` when the run's objective did not move past "
+               "`sequences_per_step`: how much each run trained. `result`: `did not train` when the run's objective did not move past "
                "the thresholds of `ulma.stats.did_not_train` (such a row is not ranked).",
 }
 RESULT_TEXT = {"skipped": "not measured", "not_applicable": "n/a", "failed": "failed"}
