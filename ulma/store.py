@@ -173,7 +173,9 @@ def package_versions() -> dict[str, str]:
     if torch.cuda.is_available():
         out["device"] = f"cuda: {torch.cuda.get_device_name(0)}"
     else:
-        out["device"] = f"cpu: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        threads = torch.get_num_threads()
+        out["device"] = (f"cpu: {platform.machine()}, {os.cpu_count()} cores, "
+                         f"{threads} torch thread{'s' if threads != 1 else ''}")
     return out
 
 
