@@ -25,12 +25,12 @@ from typing import Any, Collection, Mapping
 from ulma import data
 from ulma.catalog import EXPERIMENTS, get_experiment, run_budget, run_profile
 from ulma.claims import claim_arms
-from ulma.selection import data_options_only
 from ulma.config import Profile
 from ulma.evaluation import evaluate_run
 from ulma.files import portable_path
 from ulma.losses import METHODS, get_method
 from ulma.runs import RunFolder, resolve_data_dir
+from ulma.selection import data_options_only
 from ulma.store import (RECORD_SCHEMA, PeakMemory, as_profile, config_hash, find_reusable, fresh, now,
                         package_versions, read_record, record_value, recorded_configs, resolve_path, resolved_config,
                         result_path, run_folder, short_error, write_record)
