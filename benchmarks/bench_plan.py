@@ -41,9 +41,9 @@ def errors(profile: str, results_dir: Path) -> list[dict]:
     rows = []
     for path in sorted((results_dir / prof.name).glob("*/*.json")):
         record = read_record(path) or {}
-        timings = record.get("timings") or {}
-        if record.get("status") != "done" or record.get("reused_from") or "train_s" not in timings:
+        if not grid.measured_here(record):
             continue
+        timings = record["timings"]
         exp = get_experiment(record["experiment"])
         variant = exp.variant(record["method"], prof)
         rprof = run_profile(prof, exp, record["dataset"], variant, record["seed"])

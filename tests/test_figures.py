@@ -40,7 +40,7 @@ def _write(results: Path, experiment: str, dataset: str, method: str, seed: int 
         if headline is not None:
             record["metrics"]["eval"]["preference_accuracy_headline"] = headline
         if reward_model_accuracy is not None:
-            record["metrics"]["train"]["reward_model"] = {"accuracy": reward_model_accuracy}
+            record["metrics"]["train"]["reward_model_accuracy"] = reward_model_accuracy  # as ulma.rlhf writes it
         if generations is not None:
             record["generations"] = generations
     path = experiments.result_path(results, "tiny", experiment, dataset, method, seed)

@@ -42,18 +42,23 @@ MAX_TRUNCATED_FRACTION = 0.05
 NUM_SAMPLES = 8
 
 
+def _source_field(dataset: str, name: str):
+    """A field of `dataset`'s `ulma.data.Source`; a dataset of the user's own files (no built-in source)
+    takes the field's default."""
+    source = _data.SOURCES.get(str(dataset))
+    return getattr(source, name) if source is not None else _data.Source.__dataclass_fields__[name].default
+
+
 def judge_criterion(dataset: str) -> str:
     """What a judge rates on `dataset` (`ulma.data.Source.criterion`): helpfulness on QA-feedback, else
     harmlessness (HH, Golden HH, red-team, and a dataset of the user's own files)."""
-    source = _data.SOURCES.get(str(dataset))
-    return source.criterion if source is not None else "harmlessness"
+    return _source_field(dataset, "criterion")
 
 
 def judge_pairs(dataset: str) -> str:
     """The built-in dataset whose human pairs train the offline MiniLM judge of a `dataset` run
     (`ulma.data.Source.judge_pairs`): QA-feedback's own for QA-feedback, else HH's."""
-    source = _data.SOURCES.get(str(dataset))
-    return source.judge_pairs if source is not None else "hh"
+    return _source_field(dataset, "judge_pairs")
 
 
 # --------------------------------------------------------------------------------------------- runs

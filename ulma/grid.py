@@ -104,6 +104,13 @@ def _loop(record: Mapping) -> tuple[float, int, int] | None:
     return (float(seconds), int(steps), int(n)) if seconds and steps and n else None
 
 
+def measured_here(record: Mapping) -> bool:
+    """Whether a record's timings measure its own run: finished and timed, not copied from another
+    experiment's record (a copy took no time)."""
+    return (record.get("status") == "done" and not record.get("reused_from")
+            and "train_s" in (record.get("timings") or {}))
+
+
 def measured_costs(results_dir, profile: str, exclude: Collection[str] = ()) -> dict[str, dict[str, float]]:
     """Unit costs measured by this profile's records that trained and evaluated (reused ones excluded),
     medians, by base method and under "*" over every method, and the same per dataset under
@@ -128,11 +135,10 @@ def measured_costs(results_dir, profile: str, exclude: Collection[str] = ()) -> 
 
     for path in sorted((Path(results_dir) / profile).glob("*/*.json")):
         record = read_record(path) or {}
-        timings, method = record.get("timings") or {}, record.get("base_method", "?")
-        dataset = record.get("dataset", "?")
-        if (record.get("status") != "done" or record.get("reused_from") or "train_s" not in timings
-                or record.get("config_hash") in exclude):
+        if not measured_here(record) or record.get("config_hash") in exclude:
             continue
+        timings, method = record["timings"], record.get("base_method", "?")
+        dataset = record.get("dataset", "?")
         loop = _loop(record) if method in METHODS and get_method(method).trains else None
         if loop is not None:
             seconds, steps, n = loop

@@ -37,7 +37,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "judge_score": ("metrics.eval.judge_score",),
     "judge_accuracy": ("metrics.eval.judge_info.accuracy",),  # the judge's held-out pairwise accuracy
     # RLHF: its reward model's held-out pairwise accuracy (the signal PPO follows; 0.5 is chance)
-    "reward_model_accuracy": ("metrics.train.reward_model.accuracy", "metrics.train.reward_model_accuracy"),
+    "reward_model_accuracy": ("metrics.train.reward_model_accuracy",),
     "truncated_fraction": ("metrics.eval.truncated_fraction",),  # replies that hit max_new_tokens (no EOS)
     "mean_reply_tokens": ("metrics.eval.mean_reply_tokens",),
     "train_s": ("timings.train_s",),
