@@ -151,3 +151,20 @@ def test_reproduce_plan_prints_the_runs_and_trains_nothing(tmp_path, capsys, mon
     out = capsys.readouterr().out
     assert "[04_ulma] plan:" in out and "to run" in out
     assert not (tmp_path / "results").exists()  # nothing written
+
+
+def test_train_closes_the_process_group_a_launcher_opened(tmp_path, monkeypatch):
+    """A launched run ends its gloo group itself: left to interpreter exit, a rank of a finished run could abort
+    (SIGABRT, "terminate called without an active exception") and fail the launch. One process stands in for a
+    rank here: `python -m ulma train` returns 0 and leaves no group behind; without a group it changes nothing."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: {"train": {"train_loss": 0.5}})
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        assert cli.main(_train_args(tmp_path, "--method", "ulma", "--dataset", "hh")) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert cli.main(_train_args(tmp_path, "--method", "ulma", "--dataset", "hh")) == 0  # one process, no group: nothing to close

@@ -106,9 +106,25 @@ def _train(args: argparse.Namespace) -> int:
                         overwrite=args.overwrite, show_estimate=True)  # tokens, time, memory: printed before the model loads
     except (InvalidRunError, ConfigError) as err:
         return _error(str(err).replace("overwrite=True", "--overwrite"))  # the library's word, the CLI's name
+    close_process_group()
     summary = {k: v for k, v in metrics.get("train", metrics).items() if not isinstance(v, (list, dict))}
     print(json.dumps({"output_dir": args.output_dir, **summary}, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def close_process_group() -> None:
+    """End the process group that ``accelerate launch`` / torchrun runs open (a no-op in one process).
+
+    Left to interpreter exit, gloo's worker threads can be torn down while still running: the run has
+    finished and saved, yet one rank aborts ("terminate called without an active exception", SIGABRT) and
+    the launcher reports a failure. torch asks for `destroy_process_group` before exit; the barrier first
+    lets every rank finish its last collective.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------------- evaluate
