@@ -27,6 +27,13 @@ Every cut is timed against the way it was done without it, on the same rows, int
   QA-feedback test pairs (whose answers recur across a question's pairs): sequences scored, padded
   fraction, time, and the largest difference in the pairs' log-prob sums.
 
+* ``ended_rows``: greedy decoding as transformers' ``generate`` runs it (every row decoded until the batch's
+  last one ends; evaluation ran it this way before) against `ulma.scoring.greedy_decode` (a row leaves the
+  batch at its EOS), alternated twice on the same prompts and batches: time, decoding row-steps (one row
+  through one forward), and whether the replies are the same; with ``--adapter``, a trained run's policy,
+  whose recorded replies (the run's ``generations.jsonl``, generated beside all its test prompts) are
+  compared too.
+
 * ``reward_model_eval``: the RLHF reward model's held-out pass (`ulma.reward_model.evaluate_reward_model`)
   in row order, as it ran before, against batches sorted by length: padded fraction and time; checks the
   accuracy is the same.
@@ -41,6 +48,8 @@ Examples::
     python benchmarks/bench_eval.py --model smollm2 --pairs 16 --eval-batch-size 4 --prompts 4 --max-new-tokens 16
     python benchmarks/bench_eval.py --model smollm2 --cases merged_adapters --prompts 32 --max-new-tokens 64 \
         --threads 2 --json results/benchmarks/eval_cpu.json
+    python benchmarks/bench_eval.py --model smollm2 --cases ended_rows --prompts 64 --threads 2 \
+        --adapter <run>/adapter --json results/benchmarks/eval_cpu.json
 
 On a 2-core machine shared with other work, SmolLM2's scoring pass of 16 pairs at mini's lengths takes
 about a minute on one thread: the smollm2 column needs a free machine (or the small settings above).
@@ -76,7 +85,8 @@ from ulma.logprobs import model_logps  # noqa: E402
 from ulma.models import apply_lora_from, load_model_and_tokenizer  # noqa: E402
 
 PROFILE_OF = {"tiny": "tiny", "smollm2": "mini"}  # the profile whose lengths and batch sizes a model runs with
-CASES = ("padding", "one_pass", "generation", "merged_adapters", "reward_model_eval", "distinct_sequences")
+CASES = ("padding", "one_pass", "generation", "merged_adapters", "ended_rows", "reward_model_eval",
+         "distinct_sequences")
 
 
 def parse_args(argv=None):
@@ -92,7 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the profile's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     p.add_argument("--adapter", type=Path, default=None,
-                   help="merged_adapters: a trained run's adapter/ folder (default: seeded random B)")
+                   help="merged_adapters, ended_rows: a trained run's adapter/ folder (default: seeded random B; "
+                        "ended_rows: the fresh policy)")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)} (default all)")
     p.add_argument("--json", type=Path, default=None, help="write (or update, per model and case) the results here")
     return p.parse_args(argv)
@@ -171,6 +182,8 @@ def bench_model(name: str, args, cases: set[str]) -> dict:
         out["merged_adapters"] = bench_merged(policy, tokenizer, prompts, rows, sorted_e, tc, gbs, budget, pad,
                                               args.adapter)
         out["merged_adapters"]["adapter"] = "a trained run's" if args.adapter else "seeded random B (std 0.02)"
+    if "ended_rows" in cases:
+        out["ended_rows"] = bench_ended_rows(policy, tokenizer, prompts, tc, gbs, budget, args.adapter)
     if "reward_model_eval" in cases:
         out["reward_model_eval"] = bench_reward_model_eval(policy, rows, ebs, pad)
     if "distinct_sequences" in cases:
@@ -309,6 +322,74 @@ def bench_merged(policy, tokenizer, prompts, rows, batches, tc, gbs, budget, pad
     }
 
 
+def hf_generate(model, tokenizer, prompts, *, max_new_tokens, batch_size, max_prompt_length):
+    """Evaluation's greedy decoding as it ran before `greedy_decode`: transformers' ``generate`` on the same
+    left-padded, length-sorted batches, each row cut at its first EOS. (replies in input order, row-steps)."""
+    from transformers import GenerationConfig
+
+    from ulma.scoring import _eos_ids
+
+    ids = tokenize_prompts([list(p) for p in prompts], tokenizer, max_prompt_length)
+    eos = _eos_ids(model, tokenizer)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+                              bos_token_id=getattr(tokenizer, "bos_token_id", None), use_cache=True)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    replies, row_steps = [""] * len(ids), 0
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = left_pad_prompts([ids[i] for i in chunk], tokenizer.pad_token_id)
+            new = model.generate(**batch, generation_config=config)[:, batch["input_ids"].shape[1]:]
+            row_steps += new.numel()
+            for i, tokens in zip(chunk, new.tolist()):
+                cut = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
+                replies[i] = tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
+    return replies, row_steps
+
+
+def bench_ended_rows(policy, tokenizer, prompts, tc, gbs, budget, adapter=None) -> dict:
+    """(d) rows that have ended leave the batch (`greedy_decode`) against transformers' ``generate``."""
+    model = policy
+    if adapter is not None:
+        from peft import PeftModel
+
+        base, _ = load_model_and_tokenizer(tc.model, dtype=tc.dtype)
+        model = PeftModel.from_pretrained(base, Path(adapter).expanduser()).eval()
+    before = lambda: hf_generate(model, tokenizer, prompts, max_new_tokens=budget, batch_size=gbs,  # noqa: E731
+                                 max_prompt_length=tc.max_prompt_length)
+    after = lambda: generate(model, tokenizer, prompts, max_new_tokens=budget, batch_size=gbs,  # noqa: E731
+                             max_prompt_length=tc.max_prompt_length, progress=False, details=True)
+    times, replies = {"generate": [], "greedy_decode": []}, {}
+    for which in ("generate", "greedy_decode", "greedy_decode", "generate"):
+        replies[which], t = timed(before if which == "generate" else after)
+        times[which].append(t)
+    (hf_replies, hf_row_steps), ours = replies["generate"], replies["greedy_decode"]
+    # a row takes a forward for every token it generates, its EOS included
+    row_steps = sum(g.num_tokens + (not g.truncated) for g in ours)
+    t_before, t_after = (sum(times[w]) / 2 for w in ("generate", "greedy_decode"))
+    out = {
+        "prompts": len(prompts), "batch_size": gbs, "max_new_tokens": budget,
+        "policy": (f"a trained run's adapter ({Path(adapter).expanduser().resolve().parent.name})" if adapter
+                   else "the fresh policy (LoRA B = 0: the base model)"),
+        "generate_s": round(t_before, 3), "greedy_decode_s": round(t_after, 3), "speedup": ratio(t_before, t_after),
+        "each_run_s": {w: [round(t, 3) for t in v] for w, v in times.items()},
+        "row_steps_generate": hf_row_steps, "row_steps_greedy_decode": row_steps,
+        "row_steps_saved_fraction": round(1 - row_steps / hf_row_steps, 4),
+        "mean_reply_tokens": round(sum(g.num_tokens for g in ours) / len(ours), 2),
+        "truncated_fraction": round(sum(g.truncated for g in ours) / len(ours), 3),
+        "same_replies": sum(a == b.text for a, b in zip(hf_replies, ours)),
+    }
+    recorded_path = Path(adapter).expanduser().parent / "generations.jsonl" if adapter else None
+    if recorded_path is not None and recorded_path.exists():
+        rows = [json.loads(line) for line in recorded_path.read_text().splitlines()[:len(prompts)]]
+        if [r["prompt"] for r in rows] == [list(p) for p in prompts]:  # the run judged these prompts first
+            recorded = [r["generation"] for r in rows]
+            out["same_as_recorded"] = {"generate": sum(a == b for a, b in zip(hf_replies, recorded)),
+                                       "greedy_decode": sum(a.text == b for a, b in zip(ours, recorded))}
+    return out
+
+
 def bench_reward_model_eval(policy, rows, ebs, pad) -> dict:
     """(d) the reward model's held-out pass: row order (before) against length-sorted batches (after)."""
     from ulma.reward_model import RewardModel, _batches, _score_batch, evaluate_reward_model
@@ -369,7 +450,9 @@ def main(argv=None) -> None:
         print(f"[eval] {name} (load {os.getloadavg()})", flush=True)
         models[name] = {**models.get(name, {}), **bench_model(name, args, cases)}
         models[name]["bench_s"] = round(time.perf_counter() - start, 1)
-        models[name]["command"] = " ".join(["python", "benchmarks/bench_eval.py"] + (argv or sys.argv[1:]))
+        # an --adapter under the home folder is written as ~/...: no record names this machine's folders
+        models[name]["command"] = " ".join(["python", "benchmarks/bench_eval.py"] + (argv or sys.argv[1:])).replace(
+            str(Path.home()), "~")
         models[name]["when"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         models[name]["load_average"] = list(os.getloadavg())
     out = {"benchmark": "benchmarks/bench_eval.py", "threads": args.threads,

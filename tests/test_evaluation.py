@@ -286,15 +286,17 @@ def test_generate_batched_equals_one_by_one_and_is_deterministic(lively):
 
 
 def test_generate_left_pads_and_keeps_the_end_of_long_prompts(tiny, monkeypatch):
+    from ulma import scoring
+
     model, tokenizer = tiny
     seen = []
-    real = model.generate
+    real = scoring.greedy_decode
 
-    def spy(**kwargs):
-        seen.append({k: kwargs[k].clone() for k in ("input_ids", "attention_mask")})
-        return real(**kwargs)
+    def spy(model, input_ids, attention_mask, *args, **kwargs):
+        seen.append({"input_ids": input_ids.clone(), "attention_mask": attention_mask.clone()})
+        return real(model, input_ids, attention_mask, *args, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(scoring, "greedy_decode", spy)
     long = [{"role": "user", "content": "blah " * 100}, {"role": "assistant", "content": "mm"},
             {"role": "user", "content": "the last question?"}]
     generate(model, tokenizer, [PROMPTS[0], long], max_new_tokens=3, batch_size=2, max_prompt_length=40,
@@ -326,8 +328,9 @@ def test_generate_stops_at_eos(lively):
 
 def test_generate_stops_each_row_at_its_eos_and_the_batch_when_all_have_stopped(lively):
     """Per-row stopping in one left-padded batch: each reply ends at its own first EOS (as generated alone),
-    and decoding stops once every row has ended (max cut + 1 forwards, not the 12-token budget), each step
-    after the prompt feeding one token (the KV cache)."""
+    a row that has ended leaves the batch (the next step runs on the rows still going), and decoding stops
+    once every row has ended (max cut + 1 forwards, not the 12-token budget), each step after the prompt
+    feeding one token (the KV cache)."""
     model, tokenizer = lively
     alone = []
     for prompt in PROMPTS:
@@ -337,8 +340,8 @@ def test_generate_stops_each_row_at_its_eos_and_the_batch_when_all_have_stopped(
     stops = sorted({alone[0][1]} | {tokens[5] for tokens in alone[1:]})
     cuts = [next(k for k, t in enumerate(tokens) if t in stops) for tokens in alone]
     assert len(set(cuts)) > 1 and max(cuts) <= 5  # rows end at different steps
-    widths = []
-    hook = model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: shapes.append(kwargs["input_ids"].shape),
                                            with_kwargs=True)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, *stops]
     try:
@@ -349,8 +352,34 @@ def test_generate_stops_each_row_at_its_eos_and_the_batch_when_all_have_stopped(
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     assert [g.num_tokens for g in out] == cuts and not any(g.truncated for g in out)
     assert [g.text for g in out] == [tokenizer.decode(t[:c], skip_special_tokens=True).strip() for t, c in zip(alone, cuts)]
+    rows, widths = zip(*shapes)
     assert len(widths) == max(cuts) + 1 < 12  # stopped when the last row ended
-    assert widths[0] > 1 and widths[1:] == [1] * max(cuts)  # KV cache: one new token per step
+    assert widths[0] > 1 and widths[1:] == (1,) * max(cuts)  # KV cache: one new token per step
+    # step k runs the rows whose EOS comes at step k or later
+    assert list(rows) == [sum(c >= k for c in cuts) for k in range(max(cuts) + 1)]
+    assert rows[0] == len(PROMPTS) > rows[-1]
+
+
+def test_greedy_decode_gives_generate_s_tokens_on_a_left_padded_batch(lively):
+    """`greedy_decode` (rows leave the batch at their EOS) against transformers' `generate` (greedy, the same
+    EOS, padding after a row's end) on one left-padded batch: the same tokens, up to each row's EOS."""
+    from ulma.batching import left_pad_prompts, tokenize_prompts
+    from ulma.scoring import greedy_decode
+
+    model, tokenizer = lively
+    ids = tokenize_prompts(PROMPTS, tokenizer, 64)
+    batch = left_pad_prompts(ids, tokenizer.pad_token_id)
+    assert not batch["attention_mask"].all()  # the prompts differ in length: some rows are padded
+    free = model.generate(**batch, max_new_tokens=12, do_sample=False, eos_token_id=None,
+                          pad_token_id=tokenizer.pad_token_id)[:, batch["input_ids"].shape[1]:].tolist()
+    stops = sorted({free[0][2], free[-1][7]})  # two rows end early, at different steps; the others run on
+    reference = model.generate(**batch, max_new_tokens=12, do_sample=False, eos_token_id=stops,
+                               pad_token_id=tokenizer.pad_token_id)[:, batch["input_ids"].shape[1]:].tolist()
+    ours = greedy_decode(model, batch["input_ids"], batch["attention_mask"], stops, max_new_tokens=12)
+    for mine, theirs in zip(ours, reference):
+        end = next((k + 1 for k, t in enumerate(theirs) if t in stops), len(theirs))
+        assert mine == theirs[:end]
+    assert sorted(map(len, ours))[0] < 12 and max(map(len, ours)) == 12  # some rows ended, some ran the budget
 
 
 def test_generate_details_count_tokens_and_flag_the_budget(lively):

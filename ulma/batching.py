@@ -197,8 +197,8 @@ class PairwiseCollator:
 
 
 def left_pad_prompts(prompt_ids_list: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids`` and ``attention_mask`` (B, T) for ``model.generate`` (new tokens follow
-    every prompt directly)."""
+    """Left-padded ``input_ids`` and ``attention_mask`` (B, T) for decoding (`ulma.scoring.greedy_decode`,
+    ``model.generate``): new tokens follow every prompt directly."""
     width = max(len(p) for p in prompt_ids_list)
     input_ids = torch.full((len(prompt_ids_list), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompt_ids_list), width), dtype=torch.long)

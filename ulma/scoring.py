@@ -19,7 +19,8 @@
   disk (`reference_cache_path`) and read by every method evaluated on the same pairs.
 * `generate`: batched greedy decoding through the chat template, left padding, prompts cut from the start
   (the last user turn survives), stopping at EOS or after the token budget (``eval.max_new_tokens``);
-  with ``details=True`` each reply also says how many tokens it took and whether the budget cut it.
+  a row that has ended leaves the batch (`greedy_decode`); with ``details=True`` each reply also says how
+  many tokens it took and whether the budget cut it.
 * `item_ids`: stable ids of test prompts, the keys of per-item lists for paired statistics (`ulma.stats`).
 """
 from __future__ import annotations
@@ -35,11 +36,11 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ulma.batching import PointwiseCollator, left_pad_prompts, length_sorted_batches, tokenize_prompts
 from ulma.files import dataset_content_hash
-from ulma.logprobs import model_logps
+from ulma.logprobs import accepts_logits_to_keep, model_logps
 from ulma.losses import get_method
 from ulma.models import model_identity
 from ulma.reference import ReferenceCache, cache_path
@@ -365,6 +366,52 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+# the name under which this transformers passes a KV cache into a forward and returns it ("cache" since the
+# 5.x rename; "past_key_values" before it, which later versions still accept with a warning)
+_CACHE_ARGUMENT = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+@torch.no_grad()
+def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_ids: Sequence[int], *,
+                  max_new_tokens: int) -> list[list[int]]:
+    """Greedy decoding of a LEFT-padded batch in which a row that ends leaves the batch.
+
+    `model.generate` decodes every row until the batch's last one ends, writing padding after a row's EOS:
+    at `mini` that is a quarter to three quarters of the decoding row-steps, the most where replies differ
+    most in length (SFT's and ULMA's). Here the rows that emit an EOS are dropped from the batch, their
+    KV-cache rows with them (`Cache.reorder_cache`), and each step runs on the rows still going. Otherwise it
+    is generate's greedy search: the argmax of the last position's logits, position ids counted over the
+    attention mask (padding at 0), one cached step per new token.
+
+    Returns each row's new tokens, up to and including its first EOS, or `max_new_tokens` of them.
+    """
+    rows, device = input_ids.shape[0], input_ids.device
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    alive = torch.arange(rows, device=device)  # the input row of each row still decoding
+    eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    step, cache = input_ids, {}
+    for _ in range(max_new_tokens):
+        out = model(input_ids=step, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                    **keep_last, **cache)
+        cache = {_CACHE_ARGUMENT: getattr(out, _CACHE_ARGUMENT)}
+        next_ids = out.logits[:, -1].argmax(-1)
+        for row, token in zip(alive.tolist(), next_ids.tolist()):
+            tokens[row].append(token)
+        going = ~torch.isin(next_ids, eos)
+        if not going.any():
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(-1)
+            cache[_CACHE_ARGUMENT].reorder_cache(keep)
+            alive, next_ids, attention_mask, positions = alive[keep], next_ids[keep], attention_mask[keep], positions[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(alive), 1)], dim=-1)
+        positions = positions[:, -1:] + 1
+        step = next_ids[:, None]
+    return tokens
+
+
 class Generation(NamedTuple):
     """One greedy reply: its text, its token count (up to, not including, the EOS) and whether the token
     budget cut it (no EOS within `max_new_tokens`)."""
@@ -396,12 +443,8 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, m
     ids = tokenize_prompts([list(p) for p in prompts], tokenizer, max_prompt_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(model, tokenizer)
-    # use_cache: the KV cache, one new token per step after the prompt (a model saved after gradient-
-    # checkpointed training may carry use_cache=False in its config). Every row stops at its own EOS (later
-    # steps write padding there) and the batch stops when every row has stopped, not at the budget.
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
-                              eos_token_id=eos, bos_token_id=getattr(tokenizer, "bos_token_id", None),
-                              use_cache=True)
+    # the KV cache is used whatever the model's config says (one saved after gradient-checkpointed training
+    # may carry use_cache=False); each row stops at its own EOS and leaves the batch (`greedy_decode`)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     replies: list[Generation] = [Generation("", 0, False)] * len(ids)
     device = model_device(model)
@@ -409,12 +452,11 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[dict[str, str]]], *, m
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = left_pad_prompts([ids[i] for i in chunk], pad)
-            out = model.generate(input_ids=batch["input_ids"].to(device),
-                                 attention_mask=batch["attention_mask"].to(device), generation_config=config)
-            new = out[:, batch["input_ids"].shape[1]:].tolist()
+            new = greedy_decode(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), eos,
+                                max_new_tokens=max_new_tokens)
             for i, tokens in zip(chunk, new):
                 cut = next((k for k, t in enumerate(tokens) if t in eos), None)
-                # no EOS: the budget ran out (a batch stops early only when every row has ended)
+                # no EOS: the budget ran out
                 truncated = cut is None
                 cut = len(tokens) if cut is None else cut
                 text = tokenizer.decode(tokens[:cut], skip_special_tokens=True).strip()
