@@ -120,7 +120,8 @@ def measured_costs(results_dir, profile: str, exclude: Collection[str] = ()) -> 
     - ``setup_s``: training time outside the loop (loading, the cached reference pass; RLHF's reward model);
     - ``s_per_sequence``: the loop's seconds per training sequence (steps × sequences per step);
     - ``s_per_pair``: the preference pass per test pair; ``s_per_new_token``: generation per token of the
-      budget (prompts × max_new_tokens: a batch runs until its last row ends); ``other_s``: the rest of an
+      budget (prompts × max_new_tokens, known before a run; how long the replies run, which sets the real
+      cost now that a row leaves the batch at its EOS, is in each method's rate); ``other_s``: the rest of an
       evaluation (perplexity pass, judge);
     - ``pairs:<split>``: the test pairs a split holds (evaluation scores at most that many).
 
