@@ -387,9 +387,13 @@ def results_summary(profile: str, results_dir: str = "results") -> str:
         left = (f"{progress['to_train']} runs are left to train, ≈ {progress['estimate_s'] / 3600:.1f} h on the same "
                 f"hardware{unknown} (estimated from the measured costs of these records; "
                 "`python -m ulma reproduce --plan` lists them)")
+    elsewhere = progress["planned"] - progress["done"] - progress["to_train"]
+    if elsewhere:  # e.g. Golden HH: no offline copy of its data; its rows say `not measured`, and why
+        left += (f"; the other {elsewhere} cannot run here (`python -m ulma reproduce --plan` says why) and show "
+                 "as `not measured`")
     lines += ["", f"Grid: {progress['done']} of {progress['planned']} planned runs have a record of the current "
               f"protocol ({progress['compute_s'] / 3600:.1f} h of compute on {hardware}); {left}. "
-              "`make reproduce` trains them and rewrites this section."]
+              "`make reproduce` trains the runs without a record and rewrites this section."]
     return "\n".join(lines) + "\n"
 
 
