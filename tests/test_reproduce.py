@@ -244,6 +244,32 @@ def test_results_summary_rows_name_their_metric_and_say_why_claims_are_unmeasure
     assert "0 of " in text  # no run record in this results folder
 
 
+def test_results_summary_says_how_many_planned_runs_cannot_run_here(tmp_path, monkeypatch):
+    """Planned runs that are neither recorded nor left to train (their data has no copy here) are counted,
+    so that "nothing is left to train" does not read as every planned run done."""
+    import csv
+
+    from ulma import report
+
+    tables = tmp_path / "results" / "mini" / "tables"
+    tables.mkdir(parents=True)
+    with open(tables / "claims.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["claim", "text", "metric", "difference", "ci_low", "ci_high", "n_seeds",
+                                       "verdict"], ["a", "A", "lc_win_rate", 0.1, 0.0, 0.2, 3, "inconclusive"]])
+    progress = {"planned": 10, "done": 7, "compute_s": 3600.0, "devices": ["cpu"], "to_train": 0,
+                "estimate_s": 0.0, "unknown": 0}
+    monkeypatch.setattr(report, "grid_progress", lambda *a, **k: progress)
+    text = report.results_summary("mini", tmp_path / "results")
+    assert ("Grid: 7 of 10 planned runs have a record of the current protocol (1.0 h of compute on cpu); nothing "
+            "is left to train; the other 3 cannot run here") in text
+    progress.update(done=10)
+    text = report.results_summary("mini", tmp_path / "results")
+    assert "nothing is left to train. `make reproduce`" in text and "cannot run here" not in text
+    progress.update(done=8, to_train=2, estimate_s=7200.0)
+    assert "2 runs are left to train" in report.results_summary("mini", tmp_path / "results")
+    assert "cannot run here" not in report.results_summary("mini", tmp_path / "results")
+
+
 def test_an_executed_notebook_is_out_of_date_when_a_record_it_shows_changes(tmp_path):
     from ulma.reproduce import _inputs_digest
 

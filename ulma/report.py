@@ -19,7 +19,7 @@ import pandas as pd
 from ulma import claims, selection, stats
 from ulma.analysis import DATASET_COLUMNS, GRADIENT_METHODS
 from ulma.catalog import EXPERIMENTS, RLHF_RUNNER, budget_of
-from ulma.grid import NOT_LOADABLE_HERE, plan_profile, to_train
+from ulma.grid import NOT_LOADABLE_HERE, measured_here, plan_profile, to_train
 from ulma.losses import METHODS
 from ulma.store import as_profile, read_record, record_value, resolve_path
 
@@ -335,8 +335,8 @@ def grid_progress(profile: str, results_dir: str = "results") -> dict[str, Any]:
             continue
         done += 1
         record = read_record(row["path"]) or {}
-        timings = record.get("timings") or {}
-        if record.get("status") == "done" and not record.get("reused_from") and timings:
+        if measured_here(record):
+            timings = record["timings"]
             seconds += float(timings.get("train_s") or 0.0) + float(timings.get("eval_s") or 0.0)
             devices.add(record_value(record, "versions.device") or "?")
     known = [t for t in todo.values() if t is not None]
